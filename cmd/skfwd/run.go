@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/skfwd/skfwd/pkg/gateway"
+)
+
+func cmdRun(e env, args []string) int {
+	fs := newFlags(e, "run")
+	var files paths
+	fs.Var(&files, "f", "configuration file or directory (repeatable)")
+	readyFile := fs.String("ready-file", "", "write this file once the site serves; removed on exit")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "text or json")
+	sf := addSettingFlags(fs)
+	if err := parseFlags(e, fs, args); err != nil {
+		fmt.Fprintf(e.stderr, "skfwd run: %v\n", err)
+		return exitUsage
+	}
+	log, err := newLogger(e.stderr, *logLevel, *logFormat)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "skfwd run: %v\n", err)
+		return exitUsage
+	}
+	cfg, ok := loadConfig(e, files, sf)
+	if !ok {
+		return exitUsage
+	}
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration field ignored", "detail", w)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	g, err := gateway.Start(ctx, cfg, gateway.Options{Log: log})
+	if err != nil {
+		log.Error("site not started", "err", err)
+		return exitFailure
+	}
+	if *readyFile != "" {
+		if err := os.WriteFile(*readyFile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
+			log.Error("write ready file", "err", err)
+			g.Stop()
+			return exitFailure
+		}
+		defer os.Remove(*readyFile)
+	}
+	sig := make(chan os.Signal, 1)
+	e.signals(sig)
+	s := <-sig
+	log.Info("stopping", "signal", s.String())
+	g.Stop()
+	log.Info("stopped")
+	return exitOK
+}
+
+func cmdCheck(e env, args []string) int {
+	fs := newFlags(e, "check")
+	var files paths
+	fs.Var(&files, "f", "configuration file or directory (repeatable)")
+	sf := addSettingFlags(fs)
+	if err := parseFlags(e, fs, args); err != nil {
+		fmt.Fprintf(e.stderr, "skfwd check: %v\n", err)
+		return exitUsage
+	}
+	cfg, ok := loadConfig(e, files, sf)
+	if !ok {
+		return exitUsage
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(e.stderr, "warning: %s\n", w)
+	}
+	fmt.Fprintf(e.stdout, "configuration of site %q is valid: %d listener(s), %d connector(s), %d link(s), %d router access(es)\n",
+		cfg.Site.Name, len(cfg.Listeners), len(cfg.Connectors), len(cfg.Links), len(cfg.RouterAccess))
+	return exitOK
+}

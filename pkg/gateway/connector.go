@@ -1,0 +1,84 @@
+package gateway
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/skfwd/skfwd/pkg/config"
+)
+
+// connector is a local backend for a routing key, health-probed with a TCP connect.
+type connector struct {
+	g       *Gateway
+	cfg     config.Connector
+	healthy atomic.Bool
+}
+
+// target names the connector in open-connection counts. The '@' cannot start a site name, so
+// a connector and a site never share a count.
+func (c *connector) target() string { return "@" + c.cfg.Name }
+
+func (g *Gateway) probeAll() {
+	var wg sync.WaitGroup
+	for _, cs := range g.connectors {
+		for _, c := range cs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c.setHealthy(c.probe() == nil, nil)
+			}()
+		}
+	}
+	wg.Wait()
+}
+
+func (c *connector) probe() error {
+	timeout := min(c.g.settings.ConnectTimeout, c.g.settings.ProbeInterval)
+	conn, err := c.dial(c.g.ctx, timeout)
+	if err != nil {
+		return err
+	}
+	conn.Close()
+	return nil
+}
+
+func (c *connector) dial(ctx context.Context, timeout time.Duration) (*net.TCPConn, error) {
+	d := net.Dialer{Timeout: timeout}
+	conn, err := d.DialContext(ctx, "tcp", c.cfg.Address())
+	if err != nil {
+		return nil, err
+	}
+	return conn.(*net.TCPConn), nil
+}
+
+func (c *connector) probeLoop() {
+	t := time.NewTicker(c.g.settings.ProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.g.ctx.Done():
+			return
+		case <-t.C:
+			c.setHealthy(c.probe() == nil, nil)
+		}
+	}
+}
+
+// setHealthy records a probe or a real connection's outcome; a change is logged and
+// re-advertised at once.
+func (c *connector) setHealthy(ok bool, cause error) {
+	if c.healthy.Swap(ok) == ok {
+		return
+	}
+	if ok {
+		c.g.log.Info("connector up", "connector", c.cfg.Name, "routing_key", c.cfg.RoutingKey, "address", c.cfg.Address())
+	} else {
+		c.g.log.Warn("connector down", "connector", c.cfg.Name, "routing_key", c.cfg.RoutingKey, "address", c.cfg.Address(), "err", cause)
+	}
+	if c.g.links != nil {
+		c.g.reconcile()
+	}
+}

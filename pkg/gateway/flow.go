@@ -1,0 +1,373 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/skfwd/skfwd/pkg/datapath"
+	"github.com/skfwd/skfwd/pkg/links"
+	"github.com/skfwd/skfwd/pkg/selector"
+	"github.com/skfwd/skfwd/pkg/tunnel"
+)
+
+// A new client connection, from accept to splice:
+//
+//  1. pick the candidate of least score (selector), count it open;
+//  2. local connector: connect, then splice. Remote site: take a pre-established tunnel to the
+//     next hop, write the request and, right behind it, the client's first bytes (kept, up to
+//     first-bytes-limit, until the answer); no round trip is spent before data flows;
+//  3. on "refused" or a tunnel that fails before answering, try the next candidate, replaying
+//     the kept bytes; the client sees a failure only when no candidate works;
+//  4. on "ok", splice client and tunnel until both directions end.
+
+// maxAttempts bounds retries for one client connection.
+const maxAttempts = 8
+
+type outcome string
+
+const (
+	outcomeOK      outcome = "ok"
+	outcomeReset   outcome = "reset"
+	outcomeFailed  outcome = "no-candidate-worked"
+	outcomeRefused outcome = "refused"
+)
+
+func (g *Gateway) serveClient(key string, client *net.TCPConn) {
+	start := time.Now()
+	flowID := g.flowSeq.Add(1)
+	first := &firstBytes{limit: g.settings.FirstBytesLimit}
+	tried := map[string]bool{}
+	var errs []error
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		cand, release, ok := g.pick(key, tried)
+		if !ok {
+			break
+		}
+		tried[candidateKey(cand)] = true
+		var done bool
+		var err error
+		if cand.Local {
+			done, err = g.toConnector(key, cand.Target, client, first, start, attempt)
+		} else {
+			done, err = g.toSite(key, flowID, cand.Target, client, first, start, attempt)
+		}
+		release()
+		if done {
+			return
+		}
+		errs = append(errs, err)
+		if errors.Is(err, errClientGone) {
+			break
+		}
+	}
+	datapath.Abort(client)
+	g.logFlow(key, "", "", flowCounts{}, start, outcomeFailed, len(errs), errors.Join(errs...))
+}
+
+func candidateKey(c selector.Candidate) string {
+	if c.Local {
+		return "@" + c.Target
+	}
+	return c.Target
+}
+
+// pick chooses the best candidate not yet tried and counts a connection open to it. Choice and
+// count happen under one lock so a burst of connections spreads as the formula says.
+func (g *Gateway) pick(key string, tried map[string]bool) (selector.Candidate, func(), bool) {
+	g.pickMu.Lock()
+	defer g.pickMu.Unlock()
+	cands := g.candidates(key, true)
+	g.turn++
+	for _, c := range selector.Rank(cands, g.turn) {
+		if tried[candidateKey(c)] {
+			continue
+		}
+		return c, g.open.Acquire(key, candidateKey(c)), true
+	}
+	return selector.Candidate{}, nil, false
+}
+
+// candidates lists where a connection for key can go now: healthy local connectors and, when
+// remote is set, every reachable site advertising key.
+func (g *Gateway) candidates(key string, remote bool) []selector.Candidate {
+	var out []selector.Candidate
+	for _, c := range g.connectors[key] {
+		if c.healthy.Load() {
+			out = append(out, selector.Candidate{Target: c.cfg.Name, Local: true, Open: g.open.Open(key, c.target())})
+		}
+	}
+	if remote {
+		for _, r := range g.links.Routes().Advertisers(key) {
+			out = append(out, selector.Candidate{Target: r.Dest, PathCost: r.Cost, Open: g.open.Open(key, r.Dest)})
+		}
+	}
+	return out
+}
+
+func (g *Gateway) connectorNamed(key, name string) *connector {
+	for _, c := range g.connectors[key] {
+		if c.cfg.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// toConnector forwards the client to a local backend. It reports done once the connection has
+// been handled (spliced to its end), or the error that makes the caller try the next candidate.
+func (g *Gateway) toConnector(key, name string, client *net.TCPConn, first *firstBytes, start time.Time, retries int) (bool, error) {
+	c := g.connectorNamed(key, name)
+	backend, err := c.dial(g.ctx, g.settings.ConnectTimeout)
+	if err != nil {
+		c.setHealthy(false, err)
+		return false, fmt.Errorf("connector %q: %w", name, err)
+	}
+	// Bytes read from the client for an earlier candidate that refused go first.
+	if len(first.buf) > 0 {
+		if _, err := backend.Write(first.buf); err != nil {
+			datapath.Abort(backend)
+			return false, fmt.Errorf("connector %q: %w", name, err)
+		}
+	}
+	res := g.path.Splice(client, backend)
+	g.logFlow(key, g.self, name, flowCounts{in: res.AToB + int64(len(first.buf)), out: res.BToA}, start, resultOutcome(res), retries, res.Err)
+	return true, nil
+}
+
+var errClientGone = errors.New("client connection failed")
+
+// toSite forwards the client to a remote site through a tunnel.
+func (g *Gateway) toSite(key string, flowID uint64, site string, client *net.TCPConn, first *firstBytes, start time.Time, retries int) (bool, error) {
+	route, ok := g.links.Routes().Lookup(site)
+	if !ok {
+		return false, fmt.Errorf("site %q: no route", site)
+	}
+	t, err := g.links.OpenTunnel(g.ctx, route.NextHop)
+	if err != nil {
+		return false, err
+	}
+	defer t.Done()
+	req := tunnel.Request{FlowID: flowID, RoutingKey: key, DestSite: site, SourceSite: g.self}
+	ans, err := g.request(t, req, client, first)
+	if err != nil || ans.Status != tunnel.StatusOK {
+		datapath.Abort(t.Conn)
+		if err == nil {
+			err = fmt.Errorf("site %q refused: %s %s", site, ans.Reason, ans.Message)
+		}
+		return false, err
+	}
+	res := g.path.Splice(client, t.Conn)
+	g.logFlow(key, site, "", flowCounts{in: res.AToB + int64(len(first.buf)), out: res.BToA}, start, resultOutcome(res), retries, res.Err)
+	return true, nil
+}
+
+// request sends req and the client's first bytes on t and waits for the answer, forwarding
+// (and keeping) client bytes as they arrive meanwhile.
+func (g *Gateway) request(t *links.Tunnel, req tunnel.Request, client *net.TCPConn, first *firstBytes) (tunnel.Answer, error) {
+	frame, err := req.Append(nil)
+	if err != nil {
+		return tunnel.Answer{}, err
+	}
+	deadline := time.Now().Add(g.settings.AnswerTimeout)
+	_ = t.Conn.SetDeadline(deadline)
+	defer t.Conn.SetDeadline(time.Time{})
+	if _, err := t.Conn.Write(append(frame, first.buf...)); err != nil {
+		return tunnel.Answer{}, fmt.Errorf("write request to %q: %w", t.Peer, err)
+	}
+	pumpDone := make(chan error, 1)
+	go func() { pumpDone <- first.pump(client, t.Conn) }()
+	ans, err := tunnel.ReadAnswer(t.Conn)
+	// Stop the pump: a read deadline in the past wakes its blocked read. Everything it read
+	// has been written to the tunnel before it returns, so byte order is kept.
+	_ = client.SetReadDeadline(time.Unix(1, 0))
+	pumpErr := <-pumpDone
+	_ = client.SetReadDeadline(time.Time{})
+	if pumpErr != nil {
+		return tunnel.Answer{}, fmt.Errorf("%w: %v", errClientGone, pumpErr)
+	}
+	if err != nil {
+		return tunnel.Answer{}, fmt.Errorf("answer from %q: %w", t.Peer, err)
+	}
+	return ans, nil
+}
+
+// firstBytes keeps what the client sent before its tunnel answered, so it can be replayed to
+// the next candidate if this one refuses.
+type firstBytes struct {
+	limit int
+	buf   []byte
+	eof   bool
+}
+
+// pump reads the client into buf and writes each piece to the tunnel, until stopped by a read
+// deadline, the client's end of stream, or the limit: past it the client is simply not read,
+// so TCP flow control holds it back.
+func (f *firstBytes) pump(client io.Reader, tun io.Writer) error {
+	var chunk [16 << 10]byte
+	for !f.eof && len(f.buf) < f.limit {
+		n, err := client.Read(chunk[:min(len(chunk), f.limit-len(f.buf))])
+		if n > 0 {
+			f.buf = append(f.buf, chunk[:n]...)
+			if _, werr := tun.Write(chunk[:n]); werr != nil {
+				return nil // the tunnel failed: reading its answer reports that
+			}
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, io.EOF):
+			f.eof = true
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return nil
+		default:
+			return err
+		}
+	}
+	return nil
+}
+
+// serveTunnel serves a tunnel on which a neighbor sent a request: deliver it to a local
+// connector when this site is the destination, else forward it one hop on.
+func (g *Gateway) serveTunnel(t *links.Tunnel) {
+	defer t.Done()
+	// The request's first byte is already here (links hands over a tunnel only then), so the
+	// rest is due at once; a peer that stalls mid-request loses only this tunnel.
+	_ = t.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	req, err := tunnel.ReadRequest(t.Conn)
+	if err != nil {
+		g.log.Warn("bad tunnel request, tunnel closed", "link", t.Link, "peer", t.Peer, "err", err)
+		datapath.Abort(t.Conn)
+		return
+	}
+	_ = t.Conn.SetReadDeadline(time.Time{})
+	if !g.trackActive(t.Conn) {
+		g.refuse(t.Conn, tunnel.ReasonShuttingDown, "site stopping")
+		return
+	}
+	defer g.untrackActive(t.Conn)
+	if req.DestSite == g.self {
+		g.deliver(t, req)
+	} else {
+		g.transit(t, req)
+	}
+}
+
+// deliver connects to a local backend before answering ok, so a refusing backend costs the
+// client nothing: the ingress moves on to its next candidate.
+func (g *Gateway) deliver(t *links.Tunnel, req tunnel.Request) {
+	start := time.Now()
+	tried := map[string]bool{}
+	reason, msg := tunnel.ReasonNoConnector, "no healthy connector for "+req.RoutingKey
+	for {
+		g.pickMu.Lock()
+		g.turn++
+		ranked := selector.Rank(g.candidates(req.RoutingKey, false), g.turn)
+		g.pickMu.Unlock()
+		var c *connector
+		for _, cand := range ranked {
+			if !tried[cand.Target] {
+				c = g.connectorNamed(req.RoutingKey, cand.Target)
+				break
+			}
+		}
+		if c == nil {
+			break
+		}
+		tried[c.cfg.Name] = true
+		backend, err := c.dial(g.ctx, g.settings.ConnectTimeout)
+		if err != nil {
+			c.setHealthy(false, err)
+			reason, msg = tunnel.ReasonBackendRefused, err.Error()
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				reason = tunnel.ReasonBackendTimeout
+			}
+			continue
+		}
+		release := g.open.Acquire(req.RoutingKey, c.target())
+		_ = t.Conn.SetWriteDeadline(time.Now().Add(g.settings.AnswerTimeout))
+		_, err = t.Conn.Write(tunnel.Answer{Status: tunnel.StatusOK}.Append(nil))
+		_ = t.Conn.SetWriteDeadline(time.Time{})
+		if err != nil {
+			release()
+			datapath.Abort(backend)
+			datapath.Abort(t.Conn)
+			return
+		}
+		res := g.path.Splice(t.Conn, backend)
+		release()
+		g.logFlow(req.RoutingKey, req.SourceSite, c.cfg.Name, flowCounts{in: res.AToB, out: res.BToA}, start, resultOutcome(res), len(tried)-1, res.Err)
+		return
+	}
+	g.refuse(t.Conn, reason, msg)
+	g.logFlow(req.RoutingKey, req.SourceSite, "", flowCounts{}, start, outcomeRefused, len(tried), errors.New(msg))
+}
+
+// transit forwards a request one hop toward its destination and then only splices: answer,
+// data, half-close and reset all travel through unchanged.
+func (g *Gateway) transit(t *links.Tunnel, req tunnel.Request) {
+	route, ok := g.links.Routes().Lookup(req.DestSite)
+	if !ok {
+		g.refuse(t.Conn, tunnel.ReasonNoRoute, "no route from "+g.self+" to "+req.DestSite)
+		return
+	}
+	ctx, cancel := context.WithTimeout(g.ctx, g.settings.AnswerTimeout)
+	next, err := g.links.OpenTunnel(ctx, route.NextHop)
+	cancel()
+	if err != nil {
+		g.refuse(t.Conn, tunnel.ReasonNoTunnel, err.Error())
+		return
+	}
+	defer next.Done()
+	frame, err := req.Append(nil)
+	if err == nil {
+		_, err = next.Conn.Write(frame)
+	}
+	if err != nil {
+		datapath.Abort(next.Conn)
+		g.refuse(t.Conn, tunnel.ReasonNoTunnel, err.Error())
+		return
+	}
+	g.path.Splice(t.Conn, next.Conn)
+}
+
+// refuse answers a request with a refusal and closes the tunnel gracefully: the client bytes
+// already on their way are read and dropped, so the close is a FIN and the answer arrives,
+// not a reset that could overtake it.
+func (g *Gateway) refuse(c *net.TCPConn, reason tunnel.Reason, msg string) {
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write(tunnel.Answer{Status: tunnel.StatusRefused, Reason: reason, Message: msg}.Append(nil)); err == nil {
+		_ = c.CloseWrite()
+		_, _ = io.Copy(io.Discard, c)
+	}
+	c.Close()
+}
+
+type flowCounts struct{ in, out int64 }
+
+func resultOutcome(r datapath.Result) outcome {
+	if r.Err != nil {
+		return outcomeReset
+	}
+	return outcomeOK
+}
+
+// logFlow writes the one line each connection leaves when it ends.
+func (g *Gateway) logFlow(key, site, connector string, n flowCounts, start time.Time, o outcome, retries int, err error) {
+	attrs := []any{"routing_key", key, "site", g.self, "outcome", string(o),
+		"bytes_in", n.in, "bytes_out", n.out, "duration", time.Since(start).Round(time.Microsecond), "retries", retries}
+	if site != "" {
+		attrs = append(attrs, "peer_site", site)
+	}
+	if connector != "" {
+		attrs = append(attrs, "connector", connector)
+	}
+	if err != nil {
+		attrs = append(attrs, "err", err.Error())
+	}
+	g.log.Info("connection", attrs...)
+}

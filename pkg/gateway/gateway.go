@@ -1,0 +1,254 @@
+// Package gateway runs one site: it owns the configuration, links, listeners and connectors
+// and wires them together. One new connection's trip reads top to bottom in flow.go.
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/skfwd/skfwd/pkg/config"
+	"github.com/skfwd/skfwd/pkg/counts"
+	"github.com/skfwd/skfwd/pkg/datapath"
+	"github.com/skfwd/skfwd/pkg/links"
+	"github.com/skfwd/skfwd/pkg/statedir"
+)
+
+// Options are what the caller supplies beyond the configuration.
+type Options struct {
+	Log  *slog.Logger
+	Path datapath.Path // nil: the userspace splice(2) path
+}
+
+// Gateway is one running site.
+type Gateway struct {
+	cfg      *config.Config
+	settings config.Settings
+	self     string
+	log      *slog.Logger
+	path     datapath.Path
+	state    *statedir.Dir
+	links    *links.Manager
+	open     counts.Table
+
+	linkListeners []net.Listener
+	listeners     []*listener
+	connectors    map[string][]*connector // by routing key
+	admin         net.Listener
+
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	pickMu  sync.Mutex
+	turn    uint64
+	flowSeq atomic.Uint64
+
+	activeMu sync.Mutex
+	active   map[*net.TCPConn]struct{} // client-side sockets of connections in progress
+}
+
+// Start binds every address the configuration names, then starts the site. Binding comes
+// first so that a port in use or a bad address fails the start before anything runs.
+func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, err error) {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Path == nil {
+		opts.Path = datapath.Userspace{}
+	}
+	s := cfg.Site.Settings
+	g = &Gateway{
+		cfg: cfg, settings: s, self: cfg.Site.Name, log: opts.Log, path: opts.Path,
+		connectors: map[string][]*connector{},
+		active:     map[*net.TCPConn]struct{}{},
+	}
+	g.state, err = statedir.Open(s.StateDir, g.self)
+	if err != nil {
+		return nil, err
+	}
+	var bound []net.Listener
+	defer func() {
+		if err != nil {
+			for _, l := range bound {
+				l.Close()
+			}
+		}
+	}()
+	bind := func(what, addr string) (net.Listener, error) {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s: listen on %s: %w (fix: free the port or change the address in the configuration)", what, addr, err)
+		}
+		bound = append(bound, l)
+		return l, nil
+	}
+	for _, ra := range cfg.RouterAccess {
+		l, err := bind(fmt.Sprintf("RouterAccess %q", ra.Name), ra.Address())
+		if err != nil {
+			return nil, err
+		}
+		g.linkListeners = append(g.linkListeners, l)
+	}
+	for _, lc := range cfg.Listeners {
+		l, err := bind(fmt.Sprintf("Listener %q", lc.Name), lc.Address())
+		if err != nil {
+			return nil, err
+		}
+		g.listeners = append(g.listeners, &listener{g: g, cfg: lc, ln: l})
+	}
+	if s.AdminAddress != "" {
+		if g.admin, err = bind("admin-address setting", s.AdminAddress); err != nil {
+			return nil, err
+		}
+	}
+
+	g.ctx, g.cancel = context.WithCancel(ctx)
+	for _, cc := range cfg.Connectors {
+		g.connectors[cc.RoutingKey] = append(g.connectors[cc.RoutingKey], &connector{g: g, cfg: cc})
+	}
+	g.probeAll() // the first advertisement already reflects which backends answer
+
+	g.links = links.New(g.ctx, links.Options{
+		Self:              g.self,
+		HeartbeatInterval: s.HeartbeatInterval,
+		DeadTime:          s.LinkDeadTime,
+		MaxBackoff:        s.ReconnectMaxBackoff,
+		PoolSize:          s.TunnelPoolSize,
+		Grant: func(name string) ([]byte, int, bool) {
+			gr, ok := g.state.Grant(name)
+			return gr.Secret, gr.Cost, ok
+		},
+		OnTunnel: g.serveTunnel,
+		OnChange: g.reconcile,
+		Log:      g.log,
+	})
+	g.links.SetKeys(g.healthyKeys())
+	for _, l := range g.linkListeners {
+		g.links.Serve(l)
+	}
+	for _, lk := range cfg.Links {
+		spec := links.DialSpec{Name: lk.Name, Cost: lk.Cost, Secret: cfg.Secrets[lk.Credentials].Data[SecretKey]}
+		for _, e := range lk.Endpoints {
+			spec.Endpoints = append(spec.Endpoints, e.Address())
+		}
+		g.links.Dial(spec)
+	}
+	for _, cs := range g.connectors {
+		for _, c := range cs {
+			g.goRun(c.probeLoop)
+		}
+	}
+	g.goRun(g.reconcileLoop)
+	if g.admin != nil {
+		g.goRun(g.serveAdmin)
+	}
+	g.reconcile()
+	g.log.Info("site started", "site", g.self, "data_path", g.path.Mode(),
+		"listeners", len(g.listeners), "connectors", len(cfg.Connectors), "links", len(cfg.Links),
+		"router_access", len(g.linkListeners), "admin", s.AdminAddress, "state_dir", g.state.Path())
+	return g, nil
+}
+
+// SecretKey is the key in a link's Secret that holds the shared secret.
+const SecretKey = "secret"
+
+func (g *Gateway) goRun(f func()) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		f()
+	}()
+}
+
+// Stop stops accepting, resets the connections in progress, closes every link and waits
+// until nothing of the site runs any more.
+func (g *Gateway) Stop() {
+	g.cancel()
+	for _, l := range g.listeners {
+		l.close()
+	}
+	if g.admin != nil {
+		g.admin.Close()
+	}
+	g.activeMu.Lock()
+	for c := range g.active {
+		datapath.Abort(c)
+	}
+	g.activeMu.Unlock()
+	g.links.Wait()
+	g.wg.Wait()
+}
+
+// Done is closed when the gateway has been asked to stop.
+func (g *Gateway) Done() <-chan struct{} { return g.ctx.Done() }
+
+func (g *Gateway) trackActive(c *net.TCPConn) bool {
+	g.activeMu.Lock()
+	defer g.activeMu.Unlock()
+	if g.ctx.Err() != nil {
+		return false
+	}
+	g.active[c] = struct{}{}
+	return true
+}
+
+func (g *Gateway) untrackActive(c *net.TCPConn) {
+	g.activeMu.Lock()
+	delete(g.active, c)
+	g.activeMu.Unlock()
+}
+
+// healthyKeys are the routing keys this site advertises: those with a healthy connector.
+func (g *Gateway) healthyKeys() []string {
+	var keys []string
+	for k, cs := range g.connectors {
+		for _, c := range cs {
+			if c.healthy.Load() {
+				keys = append(keys, k)
+				break
+			}
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// reconcile brings advertisements and listeners in line with health and routes: a listener
+// with no candidate anywhere stops accepting, so clients are refused at once.
+func (g *Gateway) reconcile() {
+	if g.ctx.Err() != nil {
+		return
+	}
+	g.links.SetKeys(g.healthyKeys())
+	for _, l := range g.listeners {
+		l.setAvailable(g.hasCandidate(l.cfg.RoutingKey))
+	}
+}
+
+// reconcileLoop retries what reconcile could not do at once (a listen address still taken).
+func (g *Gateway) reconcileLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-t.C:
+			g.reconcile()
+		}
+	}
+}
+
+func (g *Gateway) hasCandidate(key string) bool {
+	for _, c := range g.connectors[key] {
+		if c.healthy.Load() {
+			return true
+		}
+	}
+	return len(g.links.Routes().Advertisers(key)) > 0
+}

@@ -1,0 +1,117 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"runtime"
+	"sort"
+	"time"
+
+	"github.com/skfwd/skfwd/pkg/links"
+	"github.com/skfwd/skfwd/pkg/selector"
+)
+
+// Status is what `skfwd status` shows and /status serves: links, routes, services and the
+// data-path mode.
+type Status struct {
+	Site       string             `json:"site"`
+	DataPath   string             `json:"data_path"`
+	Goroutines int                `json:"goroutines"`
+	Links      []links.LinkStatus `json:"links"`
+	Routes     []RouteStatus      `json:"routes"`
+	Services   []ServiceStatus    `json:"services"`
+	Connectors []ConnectorStatus  `json:"connectors"`
+	Listeners  []ListenerStatus   `json:"listeners"`
+}
+
+// RouteStatus is the least-cost route to one site.
+type RouteStatus struct {
+	Dest    string   `json:"dest"`
+	NextHop string   `json:"next_hop"`
+	Cost    int      `json:"cost"`
+	Path    []string `json:"path"`
+}
+
+// ServiceStatus shows, for one routing key, every candidate in the order the next connection
+// would try them, with the score that put it there.
+type ServiceStatus struct {
+	RoutingKey string            `json:"routing_key"`
+	Candidates []CandidateStatus `json:"candidates"`
+}
+
+// CandidateStatus is one place a connection can go; Score = PathCost + Open.
+type CandidateStatus struct {
+	Target   string `json:"target"`
+	Local    bool   `json:"local"`
+	PathCost int    `json:"path_cost"`
+	Open     int    `json:"open"`
+	Score    int    `json:"score"`
+}
+
+// ConnectorStatus is one local backend and its health.
+type ConnectorStatus struct {
+	Name       string `json:"name"`
+	RoutingKey string `json:"routing_key"`
+	Address    string `json:"address"`
+	Healthy    bool   `json:"healthy"`
+}
+
+// ListenerStatus is one client listener; Accepting is false while no candidate exists.
+type ListenerStatus struct {
+	Name       string `json:"name"`
+	RoutingKey string `json:"routing_key"`
+	Address    string `json:"address"`
+	Accepting  bool   `json:"accepting"`
+}
+
+// Status reports the site's state now.
+func (g *Gateway) Status() Status {
+	st := Status{Site: g.self, DataPath: g.path.Mode(), Goroutines: runtime.NumGoroutine(), Links: g.links.Status()}
+	for _, r := range g.links.Routes().Routes() {
+		st.Routes = append(st.Routes, RouteStatus{Dest: r.Dest, NextHop: r.NextHop, Cost: r.Cost, Path: r.Path})
+	}
+	keys := map[string]bool{}
+	for _, l := range g.listeners {
+		keys[l.cfg.RoutingKey] = true
+		st.Listeners = append(st.Listeners, ListenerStatus{Name: l.cfg.Name, RoutingKey: l.cfg.RoutingKey, Address: l.cfg.Address(), Accepting: l.isAccepting()})
+	}
+	for key, cs := range g.connectors {
+		keys[key] = true
+		for _, c := range cs {
+			st.Connectors = append(st.Connectors, ConnectorStatus{Name: c.cfg.Name, RoutingKey: key, Address: c.cfg.Address(), Healthy: c.healthy.Load()})
+		}
+	}
+	sort.Slice(st.Connectors, func(i, j int) bool { return st.Connectors[i].Name < st.Connectors[j].Name })
+	for key := range keys {
+		g.pickMu.Lock()
+		ranked := selector.Rank(g.candidates(key, true), g.turn+1)
+		g.pickMu.Unlock()
+		svc := ServiceStatus{RoutingKey: key, Candidates: []CandidateStatus{}}
+		for _, c := range ranked {
+			svc.Candidates = append(svc.Candidates, CandidateStatus{Target: c.Target, Local: c.Local, PathCost: c.PathCost, Open: c.Open, Score: c.Score()})
+		}
+		st.Services = append(st.Services, svc)
+	}
+	sort.Slice(st.Services, func(i, j int) bool { return st.Services[i].RoutingKey < st.Services[j].RoutingKey })
+	return st
+}
+
+// serveAdmin serves the admin endpoints: /status (JSON) and /readyz.
+func (g *Gateway) serveAdmin() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(g.Status())
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-g.ctx.Done()
+		srv.Close()
+	}()
+	_ = srv.Serve(g.admin)
+}

@@ -1,0 +1,436 @@
+// Package links owns the connections between sites: link sessions (dialed and accepted),
+// their authentication, heartbeats, link-state flooding, the resulting routes, and the pools
+// of pre-established tunnel connections that carry client connections across each link.
+//
+// A link is one authenticated control connection plus tunnels. The dialing side also dials
+// every tunnel, in two pools: tunnels it sends its own requests on, and tunnels the accepting
+// side sends requests on, so the accepting side never dials back (the dialer may sit behind
+// NAT). An idle tunnel is consumed by exactly one client connection and then replaced.
+package links
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/skfwd/skfwd/pkg/auth"
+	"github.com/skfwd/skfwd/pkg/routes"
+)
+
+// Errors callers branch on.
+var (
+	ErrNoLink   = errors.New("no link up to that site")
+	ErrNoTunnel = errors.New("no tunnel available on the link")
+)
+
+// Options configure a Manager.
+type Options struct {
+	Self              string
+	HeartbeatInterval time.Duration
+	DeadTime          time.Duration // a peer silent this long is declared dead
+	MaxBackoff        time.Duration // cap of the reconnect backoff
+	PoolSize          int           // idle tunnels each pool starts with
+	// Grant resolves a credential presented by a dialing site to its secret and the cost
+	// configured when it was issued.
+	Grant func(name string) (secret []byte, cost int, ok bool)
+	// OnTunnel serves a tunnel on which the peer has started to send a request. It runs in its
+	// own goroutine and must call Tunnel.Done when the tunnel is finished with.
+	OnTunnel func(*Tunnel)
+	// OnChange is called, never concurrently, after routes or link states change.
+	OnChange func()
+	Log      *slog.Logger
+}
+
+// DialSpec is a link this site dials.
+type DialSpec struct {
+	Name      string
+	Cost      int
+	Endpoints []string // host:port, tried in order
+	Secret    []byte
+}
+
+// Manager runs every link of one site.
+type Manager struct {
+	opts Options
+	log  *slog.Logger
+	ctx  context.Context
+	wg   sync.WaitGroup
+
+	table   atomic.Pointer[routes.Table]
+	changed chan struct{}
+
+	mu       sync.Mutex
+	db       *routes.DB
+	keys     []string
+	seq      uint64
+	sessions map[*session]struct{}
+	dials    map[string]*dialState
+}
+
+type dialState struct {
+	spec    DialSpec
+	lastErr string
+	since   time.Time
+}
+
+// New starts a Manager whose goroutines end when ctx is done; Wait waits for them.
+func New(ctx context.Context, opts Options) *Manager {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	m := &Manager{
+		opts:     opts,
+		log:      opts.Log,
+		ctx:      ctx,
+		changed:  make(chan struct{}, 1),
+		db:       routes.NewDB(opts.Self),
+		sessions: map[*session]struct{}{},
+		dials:    map[string]*dialState{},
+	}
+	m.mu.Lock()
+	m.originateLocked()
+	m.mu.Unlock()
+	m.wg.Add(1)
+	go m.notifyLoop()
+	return m
+}
+
+// Wait blocks until every goroutine of the manager has ended (after its context is done).
+func (m *Manager) Wait() { m.wg.Wait() }
+
+// Routes returns the current route table.
+func (m *Manager) Routes() routes.Table { return *m.table.Load() }
+
+// SetKeys sets the routing keys this site advertises (those with a healthy connector).
+func (m *Manager) SetKeys(keys []string) {
+	keys = slices.Clone(keys)
+	sort.Strings(keys)
+	keys = slices.Compact(keys)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if slices.Equal(keys, m.keys) {
+		return
+	}
+	m.keys = keys
+	m.originateLocked()
+}
+
+// OpenTunnel returns an idle tunnel to the neighbor site peer, on the cheapest link up to it.
+func (m *Manager) OpenTunnel(ctx context.Context, peer string) (*Tunnel, error) {
+	var errs []error
+	for _, s := range m.sessionsTo(peer) {
+		t, err := s.take(ctx)
+		if err == nil {
+			return t, nil
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return nil, fmt.Errorf("site %q: %w", peer, ErrNoLink)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// sessionsTo lists the sessions to peer, cheapest first: with two links between the same pair
+// of sites the cheaper carries traffic and the other stands by.
+func (m *Manager) sessionsTo(peer string) []*session {
+	m.mu.Lock()
+	var out []*session
+	for s := range m.sessions {
+		if s.peer == peer {
+			out = append(out, s)
+		}
+	}
+	m.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].cost != out[j].cost {
+			return out[i].cost < out[j].cost
+		}
+		return out[i].name < out[j].name
+	})
+	return out
+}
+
+// Serve accepts links (control and tunnel connections) on ln until the manager's context ends.
+func (m *Manager) Serve(ln net.Listener) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		<-m.ctx.Done()
+		ln.Close()
+	}()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				if m.ctx.Err() == nil {
+					m.log.Error("link listener stopped", "address", ln.Addr().String(), "err", err)
+				}
+				return
+			}
+			m.wg.Add(1)
+			go func() {
+				defer m.wg.Done()
+				m.accept(c.(*net.TCPConn))
+			}()
+		}
+	}()
+}
+
+const handshakeTimeout = 5 * time.Second
+
+func (m *Manager) accept(c *net.TCPConn) {
+	remote := c.RemoteAddr().String()
+	_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
+	var grantCost int
+	peer, err := auth.Accept(c, m.opts.Self, func(name string) ([]byte, bool) {
+		secret, cost, ok := m.opts.Grant(name)
+		grantCost = cost
+		return secret, ok
+	})
+	if err != nil {
+		// A bad or unauthenticated connection harms nothing else: log it and drop only it.
+		m.log.Warn("link connection rejected", "remote", remote, "err", err)
+		c.Close()
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	if peer.Site == m.opts.Self {
+		m.log.Error("link connection from a site with our own name rejected; site names must be unique", "remote", remote, "credential", peer.Credential)
+		c.Close()
+		return
+	}
+	switch peer.Purpose {
+	case auth.Control:
+		s := m.newSession(peer.Credential, peer.Site, false, c, grantCost)
+		m.runSession(s)
+	case auth.TunnelIn, auth.TunnelOut:
+		s := m.acceptedSession(peer.Credential, peer.Site)
+		if s == nil {
+			c.Close()
+			return
+		}
+		if peer.Purpose == auth.TunnelIn {
+			s.addIdle(c)
+		} else {
+			s.awaitRequest(c)
+		}
+	}
+}
+
+func (m *Manager) acceptedSession(credential, site string) *session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for s := range m.sessions {
+		if !s.dialer && s.name == credential && s.peer == site {
+			return s
+		}
+	}
+	return nil
+}
+
+// Dial keeps the link spec up until the manager's context ends, reconnecting with capped
+// exponential backoff for ever.
+func (m *Manager) Dial(spec DialSpec) {
+	m.mu.Lock()
+	m.dials[spec.Name] = &dialState{spec: spec, since: time.Now()}
+	m.mu.Unlock()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		backoff := 100 * time.Millisecond
+		for m.ctx.Err() == nil {
+			s, err := m.dialSession(spec)
+			if err != nil {
+				m.setDialError(spec.Name, err)
+				m.log.Warn("link down, retrying", "link", spec.Name, "err", err, "retry_in", backoff)
+			} else {
+				m.setDialError(spec.Name, nil)
+				started := time.Now()
+				m.runSession(s)
+				if time.Since(started) > 10*time.Second {
+					backoff = 100 * time.Millisecond
+				}
+				m.setDialError(spec.Name, errors.New("session ended"))
+			}
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, m.opts.MaxBackoff)
+		}
+	}()
+}
+
+func (m *Manager) setDialError(name string, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d := m.dials[name]
+	d.since = time.Now()
+	d.lastErr = ""
+	if err != nil {
+		d.lastErr = err.Error()
+	}
+}
+
+func (m *Manager) dialSession(spec DialSpec) (*session, error) {
+	var errs []error
+	for _, addr := range spec.Endpoints {
+		c, peer, err := m.dialAuthenticated(m.ctx, addr, spec.Name, spec.Secret, auth.Control)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s := m.newSession(spec.Name, peer, true, c, spec.Cost)
+		s.addr, s.secret = addr, spec.Secret
+		return s, nil
+	}
+	return nil, errors.Join(errs...)
+}
+
+func (m *Manager) dialAuthenticated(ctx context.Context, addr, credential string, secret []byte, p auth.Purpose) (*net.TCPConn, string, error) {
+	d := net.Dialer{Timeout: handshakeTimeout}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, "", err
+	}
+	c := nc.(*net.TCPConn)
+	_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
+	peer, err := auth.Dial(c, m.opts.Self, credential, secret, p)
+	if err != nil {
+		c.Close()
+		if errors.Is(err, auth.ErrUnknownCredential) || errors.Is(err, auth.ErrBadProof) {
+			return nil, "", fmt.Errorf("%s: %w (fix: add the Link and Secret printed by `skfwd link generate` on the peer site)", addr, err)
+		}
+		return nil, "", fmt.Errorf("%s: %w", addr, err)
+	}
+	if peer == m.opts.Self {
+		c.Close()
+		return nil, "", fmt.Errorf("%s is this site itself (%q): a link must point at another site", addr, peer)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, peer, nil
+}
+
+// runSession completes the hello exchange, registers the session, and serves it until it ends.
+func (m *Manager) runSession(s *session) {
+	if err := s.handshake(); err != nil {
+		m.log.Warn("link hello failed", "link", s.name, "peer", s.peer, "err", err)
+		s.conn.Close()
+		return
+	}
+	m.mu.Lock()
+	if !s.dialer {
+		// A dialer that reconnects before we noticed its old session dying replaces it.
+		for old := range m.sessions {
+			if !old.dialer && old.name == s.name && old.peer == s.peer {
+				old.fail(errors.New("replaced by a new connection"))
+			}
+		}
+	}
+	m.sessions[s] = struct{}{}
+	m.originateLocked()
+	// A new neighbor needs everything we know; after that, flooding keeps it current.
+	for _, l := range m.db.All() {
+		s.sendLSA(l)
+	}
+	m.mu.Unlock()
+	m.log.Info("link up", "link", s.name, "peer", s.peer, "cost", s.cost, "dialer", s.dialer)
+
+	err := s.serve()
+
+	m.mu.Lock()
+	delete(m.sessions, s)
+	m.originateLocked()
+	m.mu.Unlock()
+	// Routes no longer use this link before its tunnels are torn down, so the connections
+	// that were waiting on them are retried elsewhere.
+	s.teardown()
+	m.log.Warn("link down", "link", s.name, "peer", s.peer, "err", err)
+}
+
+// originateLocked issues a new LSA for this site, stores and floods it, and recomputes routes.
+func (m *Manager) originateLocked() {
+	linksTo := map[string]int{}
+	for s := range m.sessions {
+		if c, ok := linksTo[s.peer]; !ok || s.cost < c {
+			linksTo[s.peer] = s.cost
+		}
+	}
+	// Sequence numbers start from the clock so a restarted site's LSAs replace the ones its
+	// peers remember from before the restart.
+	m.seq = max(m.seq+1, uint64(time.Now().UnixNano()))
+	l := routes.LSA{Origin: m.opts.Self, Seq: m.seq, Links: linksTo, Keys: slices.Clone(m.keys)}
+	m.db.Update(l)
+	m.floodLocked(l, nil)
+	m.recomputeLocked()
+}
+
+func (m *Manager) floodLocked(l routes.LSA, except *session) {
+	for s := range m.sessions {
+		if s != except {
+			s.sendLSA(l)
+		}
+	}
+}
+
+func (m *Manager) receiveLSA(from *session, l routes.LSA) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l.Origin == m.opts.Self {
+		// Someone remembers an LSA of ours newer than what we hold (we restarted and the
+		// clock went back): jump past it so ours wins again.
+		if l.Seq >= m.seq {
+			m.seq = l.Seq
+			m.originateLocked()
+		}
+		return
+	}
+	if !m.db.Update(l) {
+		return
+	}
+	m.floodLocked(l, from)
+	m.recomputeLocked()
+}
+
+func (m *Manager) recomputeLocked() {
+	t := m.db.Compute()
+	m.table.Store(&t)
+	select {
+	case m.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (m *Manager) notifyLoop() {
+	defer m.wg.Done()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-m.changed:
+			if m.opts.OnChange != nil {
+				m.opts.OnChange()
+			}
+		}
+	}
+}
+
+func sortStatus(out []LinkStatus) {
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
+		}
+		return out[i].Peer < out[j].Peer
+	})
+}

@@ -1,0 +1,497 @@
+package links
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/skfwd/skfwd/pkg/auth"
+	"github.com/skfwd/skfwd/pkg/routes"
+)
+
+const (
+	maxPool         = 1024
+	controlQueue    = 1024
+	takeTimeout     = 3 * time.Second
+	refillRetryTime = time.Second
+)
+
+// session is one live link: its control connection and its tunnels.
+type session struct {
+	m       *Manager
+	name    string // link name; on the accepting side the credential name, which is the same
+	peer    string
+	dialer  bool
+	ownCost int
+	cost    int // effective: the higher of both ends' configured costs
+	conn    *net.TCPConn
+	addr    string // dialer only: the endpoint tunnels are dialed to
+	secret  []byte // dialer only
+	since   time.Time
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	out    chan []byte // control messages waiting for the writer
+
+	idle    chan *net.TCPConn // tunnels this side can send a request on
+	refill  chan struct{}     // dialer: wake the pool filler
+	rtt     atomic.Int64      // nanoseconds
+	misses  atomic.Uint64
+	pingSeq uint64
+
+	mu        sync.Mutex
+	dead      bool
+	active    map[*Tunnel]struct{}
+	waiting   map[*net.TCPConn]struct{} // tunnels waiting for the peer's request
+	outTarget int                       // dialer: idle tunnels to keep for our requests
+	inTarget  int                       // dialer: idle tunnels to keep for the peer's requests
+	dialing   [2]int                    // dialer: tunnel dials in flight, out and in
+}
+
+func (m *Manager) newSession(name, peer string, dialer bool, c *net.TCPConn, cost int) *session {
+	ctx, cancel := context.WithCancelCause(m.ctx)
+	return &session{
+		m: m, name: name, peer: peer, dialer: dialer, ownCost: cost, conn: c, since: time.Now(),
+		ctx: ctx, cancel: cancel,
+		out:       make(chan []byte, controlQueue),
+		idle:      make(chan *net.TCPConn, maxPool),
+		refill:    make(chan struct{}, 1),
+		active:    map[*Tunnel]struct{}{},
+		waiting:   map[*net.TCPConn]struct{}{},
+		outTarget: m.opts.PoolSize,
+		inTarget:  m.opts.PoolSize,
+	}
+}
+
+// handshake exchanges hellos: each end tells its configured cost and both take the higher.
+func (s *session) handshake() error {
+	b, err := encodeMsg(msgHello, helloMsg{Cost: s.ownCost})
+	if err != nil {
+		return err
+	}
+	_ = s.conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	defer s.conn.SetDeadline(time.Time{})
+	if _, err := s.conn.Write(b); err != nil {
+		return err
+	}
+	t, payload, err := readMsg(s.conn)
+	if err != nil {
+		return err
+	}
+	var h helloMsg
+	if t != msgHello || json.Unmarshal(payload, &h) != nil || h.Cost < 1 {
+		return fmt.Errorf("peer sent message type %d instead of a valid hello", t)
+	}
+	s.cost = max(s.ownCost, h.Cost)
+	return nil
+}
+
+// serve runs the session until it fails or the manager stops, and returns why it ended.
+func (s *session) serve() error {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.writeLoop() }()
+	go func() { defer wg.Done(); s.heartbeatLoop() }()
+	if s.dialer {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.fillLoop() }()
+	}
+	s.readLoop()
+	s.conn.Close()
+	wg.Wait()
+	return context.Cause(s.ctx)
+}
+
+func (s *session) fail(err error) { s.cancel(err) }
+
+func (s *session) readLoop() {
+	go func() {
+		<-s.ctx.Done()
+		s.conn.Close() // unblocks the read below
+	}()
+	for {
+		// Any message proves the peer alive; silence for the dead time ends the link. This
+		// catches a cut cable or a frozen peer, which send no FIN or RST.
+		_ = s.conn.SetReadDeadline(time.Now().Add(s.m.opts.DeadTime))
+		t, payload, err := readMsg(s.conn)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				err = fmt.Errorf("peer silent for %v", s.m.opts.DeadTime)
+			}
+			s.fail(err)
+			return
+		}
+		if err := s.handle(t, payload); err != nil {
+			s.fail(fmt.Errorf("control message type %d: %w", t, err))
+			return
+		}
+	}
+}
+
+func (s *session) handle(t msgType, payload []byte) error {
+	switch t {
+	case msgPing:
+		b, err := encodeMsg(msgPong, json.RawMessage(payload))
+		if err != nil {
+			return err
+		}
+		s.send(b)
+	case msgPong:
+		var p pingMsg
+		if err := json.Unmarshal(payload, &p); err != nil {
+			return err
+		}
+		s.rtt.Store(time.Since(s.since).Nanoseconds() - p.Sent)
+	case msgLSA:
+		var l routes.LSA
+		if err := json.Unmarshal(payload, &l); err != nil {
+			return err
+		}
+		s.m.receiveLSA(s, l)
+	case msgWant:
+		var w wantMsg
+		if err := json.Unmarshal(payload, &w); err != nil {
+			return err
+		}
+		if s.dialer {
+			s.mu.Lock()
+			// Misses mean the pool is too small for the connection rate: grow it fast.
+			s.inTarget = min(max(s.inTarget*2, s.inTarget+w.N), maxPool)
+			s.mu.Unlock()
+			s.kick()
+		}
+	default:
+		// Unknown types come from a newer peer; ignoring them keeps mixed versions linked.
+	}
+	return nil
+}
+
+// send queues a control message. A peer that cannot keep up with a queue this deep is
+// failing; ending the session is better than blocking everyone who floods.
+func (s *session) send(b []byte) {
+	select {
+	case s.out <- b:
+	default:
+		s.fail(errors.New("control queue full: peer not reading"))
+	}
+}
+
+func (s *session) sendLSA(l routes.LSA) {
+	b, err := encodeMsg(msgLSA, l)
+	if err != nil {
+		s.fail(err)
+		return
+	}
+	s.send(b)
+}
+
+func (s *session) writeLoop() {
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case b := <-s.out:
+			_ = s.conn.SetWriteDeadline(time.Now().Add(s.m.opts.DeadTime))
+			if _, err := s.conn.Write(b); err != nil {
+				s.fail(fmt.Errorf("write control: %w", err))
+				return
+			}
+		}
+	}
+}
+
+func (s *session) heartbeatLoop() {
+	t := time.NewTicker(s.m.opts.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			s.pingSeq++
+			b, err := encodeMsg(msgPing, pingMsg{Seq: s.pingSeq, Sent: time.Since(s.since).Nanoseconds()})
+			if err != nil {
+				s.fail(err)
+				return
+			}
+			s.send(b)
+		}
+	}
+}
+
+// teardown runs once the session is out of the routes: every tunnel on it is closed, and the
+// ones carrying client connections are reset so nothing is left hanging.
+func (s *session) teardown() {
+	s.mu.Lock()
+	s.dead = true
+	active, waiting := s.active, s.waiting
+	s.active, s.waiting = nil, nil
+	s.mu.Unlock()
+	for t := range active {
+		abort(t.Conn)
+	}
+	for c := range waiting {
+		c.Close()
+	}
+	for {
+		select {
+		case c := <-s.idle:
+			c.Close()
+		default:
+			return
+		}
+	}
+}
+
+// Tunnel is one tunnel connection carrying (or about to carry) one client connection.
+type Tunnel struct {
+	Conn *net.TCPConn
+	Peer string // the neighbor site at the other end
+	Link string
+	s    *session
+}
+
+// Done tells the link the tunnel is finished with (the caller has closed Conn).
+func (t *Tunnel) Done() {
+	t.s.mu.Lock()
+	delete(t.s.active, t)
+	t.s.mu.Unlock()
+}
+
+func (s *session) track(c *net.TCPConn) (*Tunnel, error) {
+	t := &Tunnel{Conn: c, Peer: s.peer, Link: s.name, s: s}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dead {
+		c.Close()
+		return nil, fmt.Errorf("link %q to %q: %w", s.name, s.peer, ErrNoLink)
+	}
+	s.active[t] = struct{}{}
+	return t, nil
+}
+
+// take returns an idle tunnel for a new request, or makes one.
+func (s *session) take(ctx context.Context) (*Tunnel, error) {
+	for {
+		select {
+		case c := <-s.idle:
+			s.kick()
+			if !idleAlive(c) {
+				c.Close()
+				continue
+			}
+			return s.track(c)
+		default:
+		}
+		break
+	}
+	s.misses.Add(1)
+	if s.dialer {
+		s.mu.Lock()
+		s.outTarget = min(s.outTarget*2+1, maxPool)
+		s.mu.Unlock()
+		s.kick()
+		c, _, err := s.m.dialAuthenticated(ctx, s.addr, s.name, s.secret, auth.TunnelOut)
+		if err != nil {
+			return nil, fmt.Errorf("link %q: dial tunnel: %w", s.name, err)
+		}
+		return s.track(c)
+	}
+	// Only the dialing side dials; ask it for more and wait for one to arrive.
+	b, err := encodeMsg(msgWant, wantMsg{N: 1})
+	if err != nil {
+		return nil, err
+	}
+	s.send(b)
+	timer := time.NewTimer(takeTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case c := <-s.idle:
+			if !idleAlive(c) {
+				c.Close()
+				continue
+			}
+			return s.track(c)
+		case <-timer.C:
+			return nil, fmt.Errorf("link %q to %q: %w", s.name, s.peer, ErrNoTunnel)
+		case <-s.ctx.Done():
+			return nil, fmt.Errorf("link %q to %q: %w", s.name, s.peer, ErrNoLink)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (s *session) addIdle(c *net.TCPConn) {
+	s.mu.Lock()
+	dead := s.dead
+	s.mu.Unlock()
+	if dead {
+		c.Close()
+		return
+	}
+	select {
+	case s.idle <- c:
+	default:
+		c.Close()
+	}
+}
+
+// awaitRequest waits until the peer starts a request on c, then hands c to OnTunnel.
+func (s *session) awaitRequest(c *net.TCPConn) {
+	s.mu.Lock()
+	if s.dead {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
+	s.waiting[c] = struct{}{}
+	s.mu.Unlock()
+	s.m.wg.Add(1)
+	go func() {
+		defer s.m.wg.Done()
+		ok := waitReadable(c)
+		s.mu.Lock()
+		delete(s.waiting, c)
+		s.mu.Unlock()
+		s.kick()
+		if !ok {
+			c.Close()
+			return
+		}
+		t, err := s.track(c)
+		if err != nil {
+			return
+		}
+		s.m.opts.OnTunnel(t)
+	}()
+}
+
+func (s *session) kick() {
+	select {
+	case s.refill <- struct{}{}:
+	default:
+	}
+}
+
+// fillLoop (dialing side only) keeps both pools at their targets.
+func (s *session) fillLoop() {
+	retry := time.NewTicker(refillRetryTime)
+	defer retry.Stop()
+	for {
+		s.fill()
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.refill:
+		case <-retry.C:
+		}
+	}
+}
+
+const (
+	poolOut = 0
+	poolIn  = 1
+)
+
+func (s *session) fill() {
+	s.mu.Lock()
+	if s.dead {
+		s.mu.Unlock()
+		return
+	}
+	needOut := s.outTarget - len(s.idle) - s.dialing[poolOut]
+	needIn := s.inTarget - len(s.waiting) - s.dialing[poolIn]
+	needOut, needIn = max(needOut, 0), max(needIn, 0)
+	s.dialing[poolOut] += needOut
+	s.dialing[poolIn] += needIn
+	s.mu.Unlock()
+	for range needOut {
+		s.dialPooled(poolOut)
+	}
+	for range needIn {
+		s.dialPooled(poolIn)
+	}
+}
+
+func (s *session) dialPooled(pool int) {
+	purpose := auth.TunnelOut
+	if pool == poolIn {
+		purpose = auth.TunnelIn
+	}
+	s.m.wg.Add(1)
+	go func() {
+		defer s.m.wg.Done()
+		c, _, err := s.m.dialAuthenticated(s.ctx, s.addr, s.name, s.secret, purpose)
+		s.mu.Lock()
+		s.dialing[pool]--
+		s.mu.Unlock()
+		if err != nil {
+			if s.ctx.Err() == nil {
+				s.m.log.Debug("tunnel dial failed", "link", s.name, "err", err)
+			}
+			return
+		}
+		if pool == poolOut {
+			s.addIdle(c)
+		} else {
+			s.awaitRequest(c)
+		}
+	}()
+}
+
+// LinkStatus describes one link for status output.
+type LinkStatus struct {
+	Name        string        `json:"name"`
+	Peer        string        `json:"peer,omitempty"`
+	Role        string        `json:"role"` // "dialer" or "acceptor"
+	State       string        `json:"state"`
+	Cost        int           `json:"cost,omitempty"`
+	RTT         time.Duration `json:"rtt,omitempty"`
+	IdleTunnels int           `json:"idle_tunnels"`
+	PeerTunnels int           `json:"peer_tunnels"` // tunnels waiting for the peer's requests
+	Active      int           `json:"active_tunnels"`
+	Misses      uint64        `json:"pool_misses"`
+	Since       time.Time     `json:"since"`
+	Error       string        `json:"error,omitempty"`
+}
+
+// Status lists every link: the sessions up and the dialed links not up.
+func (m *Manager) Status() []LinkStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []LinkStatus
+	up := map[string]bool{}
+	for s := range m.sessions {
+		role := "acceptor"
+		if s.dialer {
+			role = "dialer"
+			up[s.name] = true
+		}
+		s.mu.Lock()
+		out = append(out, LinkStatus{
+			Name: s.name, Peer: s.peer, Role: role, State: "up", Cost: s.cost,
+			RTT:         time.Duration(s.rtt.Load()),
+			IdleTunnels: len(s.idle), PeerTunnels: len(s.waiting), Active: len(s.active),
+			Misses: s.misses.Load(), Since: s.since,
+		})
+		s.mu.Unlock()
+	}
+	for name, d := range m.dials {
+		if !up[name] {
+			out = append(out, LinkStatus{Name: name, Role: "dialer", State: "connecting", Cost: d.spec.Cost, Since: d.since, Error: d.lastErr})
+		}
+	}
+	sortStatus(out)
+	return out
+}
