@@ -7,12 +7,14 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/skfwd/skfwd/pkg/datapath"
 	"github.com/skfwd/skfwd/pkg/links"
 	"github.com/skfwd/skfwd/pkg/selector"
 	"github.com/skfwd/skfwd/pkg/tunnel"
+	"golang.org/x/sys/unix"
 )
 
 // A new client connection, from accept to splice:
@@ -134,6 +136,10 @@ func (g *Gateway) toConnector(key, name string, client *net.TCPConn, first *firs
 			return false, fmt.Errorf("connector %q: %w", name, err)
 		}
 	}
+	if err := g.commit(backend, client, first, len(first.buf) > 0); err != nil {
+		datapath.Abort(backend)
+		return false, fmt.Errorf("connector %q: %w", name, err)
+	}
 	res := g.path.Splice(client, backend)
 	g.logFlow(key, g.self, name, flowCounts{in: res.AToB + int64(len(first.buf)), out: res.BToA}, start, resultOutcome(res), retries, res.Err)
 	return true, nil
@@ -153,50 +159,92 @@ func (g *Gateway) toSite(key string, flowID uint64, site string, client *net.TCP
 	}
 	defer t.Done()
 	req := tunnel.Request{FlowID: flowID, RoutingKey: key, DestSite: site, SourceSite: g.self}
-	ans, err := g.request(t, req, client, first)
-	if err != nil || ans.Status != tunnel.StatusOK {
+	if err := g.request(t, req, client, first); err != nil {
 		datapath.Abort(t.Conn)
-		if err == nil {
-			err = fmt.Errorf("site %q refused: %s %s", site, ans.Reason, ans.Message)
-		}
-		return false, err
+		return false, fmt.Errorf("site %q: %w", site, err)
 	}
 	res := g.path.Splice(client, t.Conn)
 	g.logFlow(key, site, "", flowCounts{in: res.AToB + int64(len(first.buf)), out: res.BToA}, start, resultOutcome(res), retries, res.Err)
 	return true, nil
 }
 
-// request sends req and the client's first bytes on t and waits for the answer, forwarding
-// (and keeping) client bytes as they arrive meanwhile.
-func (g *Gateway) request(t *links.Tunnel, req tunnel.Request, client *net.TCPConn, first *firstBytes) (tunnel.Answer, error) {
+// request sends req and, right behind it, the client's first bytes on t; waits for the answer
+// while forwarding (and keeping) client bytes as they arrive; then commits (see commit).
+func (g *Gateway) request(t *links.Tunnel, req tunnel.Request, client *net.TCPConn, first *firstBytes) error {
 	frame, err := req.Append(nil)
 	if err != nil {
-		return tunnel.Answer{}, err
+		return err
 	}
-	deadline := time.Now().Add(g.settings.AnswerTimeout)
-	_ = t.Conn.SetDeadline(deadline)
-	defer t.Conn.SetDeadline(time.Time{})
+	_ = t.Conn.SetDeadline(time.Now().Add(g.settings.AnswerTimeout))
 	if _, err := t.Conn.Write(append(frame, first.buf...)); err != nil {
-		return tunnel.Answer{}, fmt.Errorf("write request to %q: %w", t.Peer, err)
+		return fmt.Errorf("write request to %q: %w", t.Peer, err)
 	}
-	pumpDone := make(chan error, 1)
-	go func() { pumpDone <- first.pump(client, t.Conn) }()
+	p := first.startPump(client, t.Conn)
 	ans, err := tunnel.ReadAnswer(t.Conn)
-	// Stop the pump: a read deadline in the past wakes its blocked read. Everything it read
-	// has been written to the tunnel before it returns, so byte order is kept.
-	_ = client.SetReadDeadline(time.Unix(1, 0))
-	pumpErr := <-pumpDone
-	_ = client.SetReadDeadline(time.Time{})
-	if pumpErr != nil {
-		return tunnel.Answer{}, fmt.Errorf("%w: %v", errClientGone, pumpErr)
+	_ = t.Conn.SetDeadline(time.Time{})
+	if err != nil || ans.Status != tunnel.StatusOK {
+		if perr := p.stop(); perr != nil {
+			return perr
+		}
+		if err != nil {
+			return fmt.Errorf("answer from %q: %w", t.Peer, err)
+		}
+		return fmt.Errorf("refused: %s %s", ans.Reason, ans.Message)
 	}
-	if err != nil {
-		return tunnel.Answer{}, fmt.Errorf("answer from %q: %w", t.Peer, err)
-	}
-	return ans, nil
+	return g.awaitCommit(t.Conn, p, len(first.buf) > 0)
 }
 
-// firstBytes keeps what the client sent before its tunnel answered, so it can be replayed to
+// commit decides, for a target that has just accepted, whether the connection is now bound to
+// it. See awaitCommit.
+func (g *Gateway) commit(target, client *net.TCPConn, first *firstBytes, sent bool) error {
+	return g.awaitCommit(target, first.startPump(client, target), sent)
+}
+
+// awaitCommit waits until the target sends its first byte (or ends its stream) or until a
+// client byte has gone to it. Until then nothing has been exchanged, so a target that resets
+// now, such as a backend that died with our connection in its accept queue, or a link that
+// died between the answer and the first reply, can be left for the next candidate without
+// the client noticing. After it, failures reach the client as resets.
+func (g *Gateway) awaitCommit(target *net.TCPConn, p *pump, sent bool) error {
+	p.commitPhase(target)
+	if !sent && !p.forwardedAny() {
+		if err := waitFirstByte(target); err != nil && !p.forwardedAny() {
+			if perr := p.stop(); perr != nil {
+				return perr
+			}
+			return fmt.Errorf("target failed before exchanging any byte: %w", err)
+		}
+	}
+	// Stop the pump before clearing the deadline: a forward after the clear would set it again.
+	err := p.stop()
+	_ = target.SetReadDeadline(time.Time{})
+	return err
+}
+
+// waitFirstByte blocks until conn has a byte to read or has ended (nil), or fails (the error).
+// It consumes nothing.
+func waitFirstByte(conn *net.TCPConn) error {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var peekErr error
+	err = rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		_, _, e := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if errors.Is(e, unix.EAGAIN) {
+			return false
+		}
+		peekErr = e
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return peekErr
+}
+
+// firstBytes keeps what the client sent before its target committed, so it can be replayed to
 // the next candidate if this one refuses.
 type firstBytes struct {
 	limit int
@@ -204,17 +252,38 @@ type firstBytes struct {
 	eof   bool
 }
 
-// pump reads the client into buf and writes each piece to the tunnel, until stopped by a read
-// deadline, the client's end of stream, or the limit: past it the client is simply not read,
-// so TCP flow control holds it back.
-func (f *firstBytes) pump(client io.Reader, tun io.Writer) error {
+// pump reads the client into buf and writes each piece to the target, until stopped, the
+// client's end of stream, or the limit: past it the client is simply not read, so TCP flow
+// control holds it back.
+type pump struct {
+	f         *firstBytes
+	client    *net.TCPConn
+	done      chan error
+	forwarded atomic.Int64
+	committed atomic.Pointer[net.TCPConn] // set in the commit phase: wake its reader on a forward
+}
+
+func (f *firstBytes) startPump(client, target *net.TCPConn) *pump {
+	p := &pump{f: f, client: client, done: make(chan error, 1)}
+	go func() { p.done <- p.run(target) }()
+	return p
+}
+
+func (p *pump) run(target *net.TCPConn) error {
 	var chunk [16 << 10]byte
+	f := p.f
 	for !f.eof && len(f.buf) < f.limit {
-		n, err := client.Read(chunk[:min(len(chunk), f.limit-len(f.buf))])
+		n, err := p.client.Read(chunk[:min(len(chunk), f.limit-len(f.buf))])
 		if n > 0 {
 			f.buf = append(f.buf, chunk[:n]...)
-			if _, werr := tun.Write(chunk[:n]); werr != nil {
-				return nil // the tunnel failed: reading its answer reports that
+			if _, werr := target.Write(chunk[:n]); werr != nil {
+				return nil // the target failed: the answer or the commit wait reports it
+			}
+			p.forwarded.Add(int64(n))
+			if c := p.committed.Load(); c != nil {
+				// A client byte reached the target: the connection is committed. Wake the
+				// first-byte wait with a read deadline in the past.
+				_ = c.SetReadDeadline(time.Unix(1, 0))
 			}
 		}
 		switch {
@@ -224,10 +293,25 @@ func (f *firstBytes) pump(client io.Reader, tun io.Writer) error {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			return nil
 		default:
-			return err
+			return fmt.Errorf("%w: %v", errClientGone, err)
 		}
 	}
 	return nil
+}
+
+func (p *pump) commitPhase(target *net.TCPConn) { p.committed.Store(target) }
+
+// forwardedAny reports whether a client byte has gone to the target since the pump started.
+func (p *pump) forwardedAny() bool { return p.forwarded.Load() > 0 }
+
+// stop stops the pump (a read deadline in the past wakes its blocked read) and returns the
+// client's error, if the client failed. Everything the pump read was written to the target
+// before it returns, so byte order is kept.
+func (p *pump) stop() error {
+	_ = p.client.SetReadDeadline(time.Unix(1, 0))
+	err := <-p.done
+	_ = p.client.SetReadDeadline(time.Time{})
+	return err
 }
 
 // serveTunnel serves a tunnel on which a neighbor sent a request: deliver it to a local

@@ -14,9 +14,11 @@ import (
 // Status is what `skfwd status` shows and /status serves: links, routes, services and the
 // data-path mode.
 type Status struct {
-	Site       string             `json:"site"`
-	DataPath   string             `json:"data_path"`
-	Goroutines int                `json:"goroutines"`
+	Site       string `json:"site"`
+	DataPath   string `json:"data_path"`
+	Goroutines int    `json:"goroutines"`
+	// InProgress counts client connections and tunnels being served now; 0 when idle.
+	InProgress int                `json:"in_progress"`
 	Links      []links.LinkStatus `json:"links"`
 	Routes     []RouteStatus      `json:"routes"`
 	Services   []ServiceStatus    `json:"services"`
@@ -67,6 +69,9 @@ type ListenerStatus struct {
 // Status reports the site's state now.
 func (g *Gateway) Status() Status {
 	st := Status{Site: g.self, DataPath: g.path.Mode(), Goroutines: runtime.NumGoroutine(), Links: g.links.Status()}
+	g.activeMu.Lock()
+	st.InProgress = len(g.active)
+	g.activeMu.Unlock()
 	for _, r := range g.links.Routes().Routes() {
 		st.Routes = append(st.Routes, RouteStatus{Dest: r.Dest, NextHop: r.NextHop, Cost: r.Cost, Path: r.Path})
 	}

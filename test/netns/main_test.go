@@ -1,0 +1,145 @@
+// Package netns holds skfwd's integration tests: real multi-site networks in network
+// namespaces, driving the skfwd binary end to end. They need root; run as another user they
+// skip, and say so.
+package netns
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/skfwd/skfwd/internal/netlab"
+	"github.com/skfwd/skfwd/pkg/gateway"
+)
+
+var skfwdBin string
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Println("SKIP test/netns: needs root for network namespaces (CI runs as root)")
+		os.Exit(0)
+	}
+	dir, err := os.MkdirTemp("", "skfwd-netns-")
+	if err != nil {
+		panic(err)
+	}
+	skfwdBin = filepath.Join(dir, "skfwd")
+	if out, err := exec.Command("go", "build", "-o", skfwdBin, "../../cmd/skfwd").CombinedOutput(); err != nil {
+		fmt.Printf("build skfwd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	netlab.RemoveStale()
+	code := m.Run()
+	if left := netlab.Namespaces(); len(left) > 0 {
+		fmt.Printf("FAIL: namespaces left behind: %v\n", left)
+		code = 1
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// newLab returns a lab removed (with a leak check) when the test ends.
+func newLab(t *testing.T) *netlab.Lab {
+	t.Helper()
+	goroutinesBefore := runtime.NumGoroutine()
+	lab := netlab.New(skfwdBin, t.TempDir(), nil)
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Errorf("lab close: %v", err)
+		}
+		if left := netlab.Namespaces(); len(left) > 0 {
+			t.Errorf("namespaces left behind: %v", left)
+		}
+		// Backends and clients ran in this process: none of their goroutines may survive.
+		deadline := time.Now().Add(5 * time.Second)
+		for runtime.NumGoroutine() > goroutinesBefore && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := runtime.NumGoroutine(); n > goroutinesBefore {
+			buf := make([]byte, 1<<20)
+			t.Errorf("%d goroutines leaked in the test process:\n%s", n-goroutinesBefore, buf[:runtime.Stack(buf, true)])
+		}
+	})
+	return lab
+}
+
+func must[T any](t *testing.T) func(T, error) T {
+	return func(v T, err error) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+func check(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func site(t *testing.T, lab *netlab.Lab, name string) *netlab.Site {
+	t.Helper()
+	return must[*netlab.Site](t)(lab.Site(name))
+}
+
+func link(t *testing.T, lab *netlab.Lab, dialer, acceptor *netlab.Site, cost int) (string, string) {
+	t.Helper()
+	a, b, err := lab.Link(dialer, acceptor, cost)
+	check(t, err)
+	return a, b
+}
+
+func backend(t *testing.T, s *netlab.Site, name, addr string) *netlab.Backend {
+	t.Helper()
+	b := must[*netlab.Backend](t)(netlab.StartBackend(s, name, addr))
+	t.Cleanup(b.Close)
+	return b
+}
+
+func start(t *testing.T, sites ...*netlab.Site) {
+	t.Helper()
+	for _, s := range sites {
+		check(t, s.Start())
+	}
+}
+
+// quiesced waits until a site serves nothing: no connection in progress, no tunnel in use,
+// no open count left, and no goroutine beyond those of its idle tunnel pools.
+func quiesced(t *testing.T, s *netlab.Site, baseline gateway.Status) {
+	t.Helper()
+	err := s.WaitFor(5*time.Second, "no connections, tunnels or goroutines left", func(st gateway.Status) bool {
+		if st.InProgress != 0 {
+			return false
+		}
+		for _, l := range st.Links {
+			if l.Active != 0 {
+				return false
+			}
+		}
+		for _, svc := range st.Services {
+			for _, c := range svc.Candidates {
+				if c.Open != 0 {
+					return false
+				}
+			}
+		}
+		// Each tunnel waiting for the peer's request has one goroutine; pools may have grown.
+		return st.Goroutines <= baseline.Goroutines+peerTunnels(st)-peerTunnels(baseline)+3
+	})
+	check(t, err)
+}
+
+func peerTunnels(st gateway.Status) int {
+	n := 0
+	for _, l := range st.Links {
+		n += l.PeerTunnels
+	}
+	return n
+}
