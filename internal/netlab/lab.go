@@ -220,8 +220,8 @@ func (s *Site) Start() error {
 
 func (s *Site) logTail() string {
 	b, _ := os.ReadFile(s.LogPath)
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
+	if len(b) > 16000 {
+		b = b[len(b)-16000:]
 	}
 	return string(b)
 }

@@ -179,6 +179,8 @@ func (g *Gateway) request(t *links.Tunnel, req tunnel.Request, client *net.TCPCo
 	if _, err := t.Conn.Write(append(frame, first.buf...)); err != nil {
 		return fmt.Errorf("write request to %q: %w", t.Peer, err)
 	}
+	// Taken before the pump starts: from then on buf belongs to the pump until it stops.
+	replayed := len(first.buf) > 0
 	p := first.startPump(client, t.Conn)
 	ans, err := tunnel.ReadAnswer(t.Conn)
 	_ = t.Conn.SetDeadline(time.Time{})
@@ -191,7 +193,7 @@ func (g *Gateway) request(t *links.Tunnel, req tunnel.Request, client *net.TCPCo
 		}
 		return fmt.Errorf("refused: %s %s", ans.Reason, ans.Message)
 	}
-	return g.awaitCommit(t.Conn, p, len(first.buf) > 0)
+	return g.awaitCommit(t.Conn, p, replayed)
 }
 
 // commit decides, for a target that has just accepted, whether the connection is now bound to

@@ -128,6 +128,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 		Log:      g.log,
 	})
 	g.links.SetKeys(g.healthyKeys())
+	g.links.Start()
 	for _, l := range g.linkListeners {
 		g.links.Serve(l)
 	}

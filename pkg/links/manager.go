@@ -80,7 +80,8 @@ type dialState struct {
 	since   time.Time
 }
 
-// New starts a Manager whose goroutines end when ctx is done; Wait waits for them.
+// New makes a Manager whose goroutines, once Start is called, end when ctx is done; Wait
+// waits for them. Nothing calls back into the caller before Start.
 func New(ctx context.Context, opts Options) *Manager {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
@@ -97,9 +98,13 @@ func New(ctx context.Context, opts Options) *Manager {
 	m.mu.Lock()
 	m.originateLocked()
 	m.mu.Unlock()
+	return m
+}
+
+// Start starts delivering OnChange calls.
+func (m *Manager) Start() {
 	m.wg.Add(1)
 	go m.notifyLoop()
-	return m
 }
 
 // Wait blocks until every goroutine of the manager has ended (after its context is done).
