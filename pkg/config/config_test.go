@@ -238,9 +238,9 @@ func TestParseProblems(t *testing.T) {
 			want:   []wantProblem{{file: "in.yaml", doc: 1, line: 5, kind: "Site", name: "east", field: "spec.settings.tunnel-pool-size", phrase: "from 0 to 1024"}},
 		},
 		{
-			name:  "edge role",
-			input: "apiVersion: skupper.io/v2alpha1\nkind: RouterAccess\nmetadata: {name: ra}\nspec:\n  roles:\n  - name: inter-router\n    port: 55671\n  - name: edge\n    port: 45671\n",
-			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 8, kind: "RouterAccess", name: "ra", field: "spec.roles[1].name", phrase: "skfwd has no edge routers"}},
+			name:  "only an edge role",
+			input: "apiVersion: skupper.io/v2alpha1\nkind: RouterAccess\nmetadata: {name: ra}\nspec:\n  roles:\n  - name: edge\n    port: 45671\n",
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 5, kind: "RouterAccess", name: "ra", field: "spec.roles", phrase: "no inter-router role"}},
 		},
 		{
 			name:  "router access without roles",
@@ -444,7 +444,7 @@ kind: RouterAccess
 metadata: {name: ra}
 spec:
   generateTlsCredentials: true
-  roles: [{name: inter-router, port: 55671}]
+  roles: [{name: inter-router, port: 55671}, {name: edge, port: 45671}]
 ---
 apiVersion: skupper.io/v2alpha1
 kind: Link
@@ -477,6 +477,7 @@ stringData: {k: v}
 		t.Fatalf("Parse: %v", err)
 	}
 	want := []string{
+		`w.yaml:6 (document 1, RouterAccess "ra"): spec.roles[1].name: role "edge" ignored: skfwd has no edge routers`,
 		`w.yaml:5 (document 1, RouterAccess "ra"): spec.generateTlsCredentials: not used by skfwd; ignored`,
 		`w.yaml:14 (document 2, Link "l"): spec.endpoints[1].name: endpoint "other" is not inter-router; ignored`,
 		`w.yaml:13 (document 2, Link "l"): spec.noClientAuth: not used by skfwd; ignored`,

@@ -316,7 +316,12 @@ func (d *docCtx) routerAccess(top *object) {
 			d.problem(role.lineNode(), field+".name", "required field is missing", rolesFix)
 		case !ok:
 		case name == "edge":
-			d.problem(nn, field+".name", `role "edge": skfwd has no edge routers`, "use role inter-router")
+			// Skupper's usual RouterAccess lists edge next to inter-router; skfwd has no edge
+			// routers, so the role is skipped, not refused, and the resource works as it is.
+			d.warn(nn, field+".name", `role "edge" ignored: skfwd has no edge routers`)
+			for k := range role.vals {
+				role.used[k] = true
+			}
 		case name != interRouter:
 			d.problem(nn, field+".name", fmt.Sprintf("unknown role %q", name), "use role inter-router")
 		case found:

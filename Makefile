@@ -1,0 +1,43 @@
+# skfwd: run `make help` for the targets.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: help build deps test test-unit test-netns lint fuzz demo vagrant-check clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/skfwd
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/skfwd ./cmd/skfwd
+
+deps: ## install missing apt packages and Go modules
+	@scripts/install-deps.sh
+
+test: deps vagrant-check test-unit test-netns ## run every test (unit, netns integration; needs root)
+
+test-unit: ## unit tests with the race detector
+	$(GO) test -race -count=1 ./pkg/... ./cmd/... ./internal/...
+
+test-netns: ## integration tests: real multi-site networks in network namespaces (root)
+	$(GO) test -count=1 -timeout 15m -v ./test/netns/
+
+lint: ## gofmt, go vet, staticcheck
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+fuzz: ## fuzz the tunnel codec for a minute
+	$(GO) test -run '^$$' -fuzz FuzzReadRequest -fuzztime 30s ./pkg/tunnel/
+	$(GO) test -run '^$$' -fuzz FuzzReadAnswer -fuzztime 30s ./pkg/tunnel/
+
+demo: deps build ## a live demo network in namespaces on this machine (root)
+	$(GO) run ./test/demo -skfwd bin/skfwd
+
+vagrant-check: ## syntax-check the Vagrantfile
+	ruby -c Vagrantfile >/dev/null
+
+clean: ## remove build output
+	rm -rf bin
