@@ -2,10 +2,12 @@ package netns
 
 import (
 	"encoding/base64"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 )
 
 var secretLine = regexp.MustCompile(`(?m)^(  secret: )(\S+)$`)
@@ -36,3 +38,5 @@ func logContains(path, sub string) bool {
 	b, _ := os.ReadFile(path)
 	return strings.Contains(string(b), sub)
 }
+
+func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }

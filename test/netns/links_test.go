@@ -1,0 +1,168 @@
+package netns
+
+import (
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/skfwd/skfwd/internal/netlab"
+	"github.com/skfwd/skfwd/pkg/auth"
+	"github.com/skfwd/skfwd/pkg/gateway"
+)
+
+func TestStandbyLinkTakesOverWhenTheCheaperDies(t *testing.T) {
+	lab := newLab(t)
+	a, b := site(t, lab, "a"), site(t, lab, "b")
+	cheap, _ := link(t, lab, a, b, 1)
+	link(t, lab, a, b, 5)
+	a.Listener("backend", svc, svcPort)
+	b.Connector("backend", svc, beAddr)
+	backend(t, b, "b", beAddr)
+	start(t, b, a)
+	routeCost := func(cost int) func(gateway.Status) bool {
+		return func(st gateway.Status) bool {
+			return len(st.Routes) == 1 && st.Routes[0].Dest == "b" && st.Routes[0].Cost == cost
+		}
+	}
+	check(t, a.WaitFor(converged, "route to b at cost 1 over the cheaper link", routeCost(1)))
+	name, err := netlab.Hello(a, svcAddr, timeout)
+	check(t, err)
+	if name != "b" {
+		t.Fatalf("answered by %s", name)
+	}
+	st := must[gateway.Status](t)(a.Status())
+	for _, l := range st.Links {
+		if l.State != "up" {
+			t.Fatalf("both links should be up, one standing by: %+v", st.Links)
+		}
+	}
+	check(t, a.SetLink(cheap, false))
+	check(t, a.WaitFor(converged, "route to b at cost 5 over the standby link", routeCost(5)))
+	name, err = netlab.Hello(a, svcAddr, timeout)
+	check(t, err)
+	if name != "b" {
+		t.Fatalf("answered by %s over the standby link", name)
+	}
+}
+
+func TestLinkReconnectsAfterPeerRestart(t *testing.T) {
+	lab := newLab(t)
+	a, b := site(t, lab, "a"), site(t, lab, "b")
+	link(t, lab, a, b, 1)
+	a.Listener("backend", svc, svcPort)
+	b.Connector("backend", svc, beAddr)
+	backend(t, b, "b", beAddr)
+	start(t, b, a)
+	check(t, a.WaitCandidates(converged, svc, "b"))
+	b.Kill()
+	check(t, a.WaitCandidates(converged, svc))
+	check(t, b.Start())
+	// The dialer's backoff is capped by reconnect-max-backoff (5 s by default).
+	check(t, a.WaitCandidates(converged, svc, "b"))
+	name, err := netlab.Hello(a, svcAddr, timeout)
+	check(t, err)
+	if name != "b" {
+		t.Fatalf("answered by %s after the restart", name)
+	}
+}
+
+// TestBadPeersHarmNothingElse sends the accepting site garbage: an unauthenticated
+// connection, and a malformed tunnel request on a properly authenticated tunnel. Each closes
+// only its own connection, is logged, and a connection in progress carries on.
+func TestBadPeersHarmNothingElse(t *testing.T) {
+	lab := newLab(t)
+	a, b := site(t, lab, "a"), site(t, lab, "b")
+	link(t, lab, a, b, 1)
+	a.Listener("backend", svc, svcPort)
+	b.Connector("backend", svc, beAddr)
+	backend(t, b, "b", beAddr)
+	start(t, b, a)
+	check(t, a.WaitCandidates(converged, svc, "b"))
+	held, _, err := netlab.Hold(a, svcAddr, timeout)
+	check(t, err)
+	defer held.Close()
+
+	linkAddr, credential, secret := linkOf(t, a.ConfigDir())
+	closedByPeer := func(c net.Conn) error {
+		_ = c.SetReadDeadline(time.Now().Add(timeout))
+		_, err := io.ReadAll(c)
+		return err
+	}
+
+	// Unauthenticated: not even our handshake.
+	c, err := a.Dial(linkAddr, timeout)
+	check(t, err)
+	_, _ = c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	if err := closedByPeer(c); err != nil && !isReset(err) {
+		t.Fatalf("garbage on the link port: %v, want the connection closed", err)
+	}
+	c.Close()
+
+	// Authenticated, then a tunnel request that is not one.
+	c, err = a.Dial(linkAddr, timeout)
+	check(t, err)
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if _, err := auth.Dial(c, "a", credential, secret, auth.TunnelOut); err != nil {
+		t.Fatalf("handshake with the real credential: %v", err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	_, _ = c.Write([]byte("SK\x01\x01\xff\xffnot a request"))
+	if err := closedByPeer(c); err != nil && !isReset(err) {
+		t.Fatalf("malformed tunnel request: %v, want the tunnel closed", err)
+	}
+	c.Close()
+
+	for _, want := range []string{"link connection rejected", "bad tunnel request"} {
+		if !logContains(b.LogPath, want) {
+			t.Errorf("accepting site did not log %q", want)
+		}
+	}
+	// The connection in progress and new connections are unaffected.
+	if _, err := fmt.Fprintf(held, "still here\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = held.SetReadDeadline(time.Now().Add(timeout))
+	line := make([]byte, len("still here\n"))
+	if _, err := io.ReadFull(held, line); err != nil || string(line) != "still here\n" {
+		t.Fatalf("connection in progress disturbed: %q, %v", line, err)
+	}
+	if _, err := netlab.Hello(a, svcAddr, timeout); err != nil {
+		t.Fatalf("new connection after the bad peers: %v", err)
+	}
+	st := must[gateway.Status](t)(a.Status())
+	if len(st.Links) != 1 || st.Links[0].State != "up" {
+		t.Fatalf("link disturbed: %+v", st.Links)
+	}
+}
+
+var (
+	hostLine   = regexp.MustCompile(`(?m)^\s+host: "?([^"\s]+)"?$`)
+	portLine   = regexp.MustCompile(`(?m)^\s+port: (\d+)$`)
+	nameLine   = regexp.MustCompile(`(?m)^  tlsCredentials: (\S+)$`)
+	secretData = regexp.MustCompile(`(?m)^  secret: (\S+)$`)
+)
+
+// linkOf reads the endpoint and credential of the (single) generated link in dir.
+func linkOf(t *testing.T, dir string) (addr, credential string, secret []byte) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "link-*.yaml"))
+	if len(files) != 1 {
+		t.Fatalf("want one link file in %s, got %v", dir, files)
+	}
+	b, err := os.ReadFile(files[0])
+	check(t, err)
+	host, port := hostLine.FindSubmatch(b), portLine.FindSubmatch(b)
+	name, sec := nameLine.FindSubmatch(b), secretData.FindSubmatch(b)
+	if host == nil || port == nil || name == nil || sec == nil {
+		t.Fatalf("cannot read the generated link:\n%s", b)
+	}
+	secret, err = base64.StdEncoding.DecodeString(string(sec[1]))
+	check(t, err)
+	return net.JoinHostPort(string(host[1]), string(port[1])), string(name[1]), secret
+}
