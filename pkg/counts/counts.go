@@ -7,6 +7,16 @@ package counts
 
 import "sync"
 
+// Counter is the seam between whoever keeps the counts (this in-process Table, or the kernel
+// data path's BPF maps) and the gateway, which counts a connection open when it picks a target
+// and reads the counts to pick the next one.
+type Counter interface {
+	Open(routingKey, target string) int
+	Acquire(routingKey, target string) (release func())
+}
+
+var _ Counter = (*Table)(nil)
+
 type key struct{ routingKey, target string }
 
 // Table counts open connections. The zero value is ready to use and safe for concurrent use.

@@ -23,6 +23,8 @@ import (
 type Options struct {
 	Log  *slog.Logger
 	Path datapath.Path // nil: the userspace splice(2) path
+	// Counts keeps open connections per routing key and target; nil: an in-process table.
+	Counts counts.Counter
 }
 
 // Gateway is one running site.
@@ -34,7 +36,7 @@ type Gateway struct {
 	path     datapath.Path
 	state    *statedir.Dir
 	links    *links.Manager
-	open     counts.Table
+	open     counts.Counter
 
 	linkListeners []net.Listener
 	listeners     []*listener
@@ -61,9 +63,12 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 	if opts.Path == nil {
 		opts.Path = datapath.Userspace{}
 	}
+	if opts.Counts == nil {
+		opts.Counts = &counts.Table{}
+	}
 	s := cfg.Site.Settings
 	g = &Gateway{
-		cfg: cfg, settings: s, self: cfg.Site.Name, log: opts.Log, path: opts.Path,
+		cfg: cfg, settings: s, self: cfg.Site.Name, log: opts.Log, path: opts.Path, open: opts.Counts,
 		connectors: map[string][]*connector{},
 		active:     map[*net.TCPConn]struct{}{},
 	}
