@@ -5,7 +5,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help build deps test test-unit test-netns lint fuzz demo vagrant-check clean
+.PHONY: help build deps generate generate-check test test-unit test-netns lint fuzz demo vagrant-check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,6 +23,15 @@ test-unit: ## unit tests with the race detector
 
 test-netns: ## integration tests: real multi-site networks in network namespaces (root)
 	$(GO) test -count=1 -timeout 15m -v ./test/netns/
+
+generate: ## rebuild the BPF objects (bpf/ -> pkg/loader/skfwd_bpfel.{go,o}) with clang
+	$(GO) generate ./pkg/loader/
+
+generate-check: ## fail if the committed BPF objects differ from a fresh build
+	@tmp=$$(mktemp -d) && cp pkg/loader/skfwd_bpfel.go pkg/loader/skfwd_bpfel.o $$tmp/ && \
+	  $(GO) generate ./pkg/loader/ && \
+	  if cmp -s $$tmp/skfwd_bpfel.o pkg/loader/skfwd_bpfel.o && cmp -s $$tmp/skfwd_bpfel.go pkg/loader/skfwd_bpfel.go; then \
+	    rm -rf $$tmp; else echo "pkg/loader/skfwd_bpfel.* differ from a fresh build of bpf/: run make generate and commit"; rm -rf $$tmp; exit 1; fi
 
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

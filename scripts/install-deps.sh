@@ -8,6 +8,11 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have ip || need+=(iproute2)
 have ruby || need+=(ruby)          # Vagrantfile syntax check
 have git || need+=(git)
+have clang || need+=(clang)        # make generate: compiles bpf/ (CI checks the committed objects)
+[ -e /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+[ -e /usr/include/linux/bpf.h ] || need+=(linux-libc-dev)
+have haproxy || need+=(haproxy)    # make bench: the HAProxy 2.6 gateway chain
+have iperf3 || need+=(iperf3)      # make bench: bulk throughput
 
 if ((${#need[@]})); then
 	if [ "$(id -u)" != 0 ]; then

@@ -1,0 +1,91 @@
+//go:build ignore
+
+// skfwd's kernel data path: an sk_skb stream verdict program that moves each byte a promoted
+// socket receives straight to the egress of its peer socket, so userspace never touches the
+// payload of a bulk connection. See shared/sockmap-notes.md for the measured facts and pitfalls
+// behind every choice here.
+//
+// Headers come from Debian's linux-libc-dev (UAPI: struct __sk_buff and sockmap are stable
+// UAPI, so no vmlinux.h/BTF of the build machine is needed) and libbpf-dev (helper
+// declarations); nothing third-party is copied into the tree.
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+enum {
+	MODE_REDIRECT = 0, // bytes go to the peer's egress in the kernel
+	MODE_PASS = 1,     // bytes stay in this socket for userspace to read (flow-controlled path)
+};
+
+// One direction of a promoted connection, keyed by the socket cookie of its source socket.
+struct direction {
+	__u64 peer;       // cookie of the socket whose egress gets this socket's bytes
+	__u64 redirected; // bytes redirected to the peer since promotion
+	__u64 passed;     // bytes left to userspace since promotion
+	__u32 mode;
+	__u32 _pad;
+};
+
+// Every promoted socket, as a redirect target. No program is attached to this map: sockets go
+// in here first, so by the time the verdict runs for either side its peer is already present
+// (notes, pitfall 1: otherwise the first bytes can be redirected to nowhere).
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} targets SEC(".maps");
+
+// The same sockets once both are in targets; the verdict program is attached to this map.
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} sockets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct direction);
+} directions SEC(".maps");
+
+// Open connections per (routing key id, target id), kept by userspace at admission and
+// teardown and read by the selector and metrics.
+struct open_key {
+	__u32 routing_key;
+	__u32 target;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct open_key);
+	__type(value, __u64);
+} open_counts SEC(".maps");
+
+SEC("sk_skb/stream_verdict")
+int skfwd_verdict(struct __sk_buff *skb)
+{
+	// A zero-length skb carries a FIN. Redirecting it turns every half-close into a reset
+	// on the peer (EPIPE); dropping it lets userspace see the end of stream and half-close the
+	// peer itself once the redirected bytes are out (notes, pitfalls 4 and 5).
+	if (skb->len == 0)
+		return SK_DROP;
+
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	struct direction *d = bpf_map_lookup_elem(&directions, &cookie);
+	// Not ours (or being torn down): keep the bytes in the socket, where userspace can still
+	// read them, rather than drop bytes TCP has already acknowledged.
+	if (!d)
+		return SK_PASS;
+	if (d->mode != MODE_REDIRECT) {
+		__sync_fetch_and_add(&d->passed, skb->len);
+		return SK_PASS;
+	}
+	__sync_fetch_and_add(&d->redirected, skb->len);
+	return bpf_sk_redirect_hash(skb, &targets, &d->peer, 0);
+}
