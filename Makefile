@@ -5,7 +5,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help build deps generate generate-check test test-unit test-netns lint fuzz demo vagrant-check clean
+.PHONY: help build deps generate generate-check test test-unit test-netns lint docs fuzz demo bench bench-quick vagrant-check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,8 +21,13 @@ test: deps vagrant-check test-unit test-netns ## run every test (unit, netns int
 test-unit: ## unit tests with the race detector
 	$(GO) test -race -count=1 ./pkg/... ./cmd/... ./internal/...
 
-test-netns: ## integration tests: real multi-site networks in network namespaces (root)
-	$(GO) test -count=1 -timeout 15m -v ./test/netns/
+DATA_PATHS ?= userspace auto sockmap
+
+test-netns: ## integration tests: real multi-site networks in namespaces, once per data path (root)
+	@for m in $(DATA_PATHS); do \
+	  echo "== test/netns with data-path $$m"; \
+	  SKFWD_TEST_DATA_PATH=$$m $(GO) test -count=1 -timeout 15m -v ./test/netns/ || exit 1; \
+	done
 
 generate: ## rebuild the BPF objects (bpf/ -> pkg/loader/skfwd_bpfel.{go,o}) with clang
 	$(GO) generate ./pkg/loader/
@@ -38,12 +43,24 @@ lint: ## gofmt, go vet, staticcheck
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
+docs: ## regenerate docs/metrics.md from pkg/metrics (a unit test fails when it is stale)
+	$(GO) run ./pkg/metrics/cmd/gendoc
+
 fuzz: ## fuzz the tunnel codec for a minute
 	$(GO) test -run '^$$' -fuzz FuzzReadRequest -fuzztime 30s ./pkg/tunnel/
 	$(GO) test -run '^$$' -fuzz FuzzReadAnswer -fuzztime 30s ./pkg/tunnel/
 
 demo: deps build ## a live demo network in namespaces on this machine (root)
 	$(GO) run ./test/demo -skfwd bin/skfwd
+
+bench: deps build ## benchmark vs direct routing and HAProxy (root, ~25 min); raw results in bench/results/
+	$(GO) build -o bin/bench ./bench
+	bin/bench -skfwd bin/skfwd
+
+bench-quick: deps build ## the benchmark at a few seconds per workload, 1 repetition (root; CI)
+	$(GO) test -count=1 ./bench/
+	$(GO) build -o bin/bench ./bench
+	bin/bench -skfwd bin/skfwd -quick
 
 vagrant-check: ## syntax-check the Vagrantfile
 	ruby -c Vagrantfile >/dev/null

@@ -8,6 +8,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have ip || need+=(iproute2)
 have ruby || need+=(ruby)          # Vagrantfile syntax check
 have git || need+=(git)
+have prometheus || need+=(prometheus) # the metrics integration test runs a real Prometheus (and promtool)
 have clang || need+=(clang)        # make generate: compiles bpf/ (CI checks the committed objects)
 [ -e /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
 [ -e /usr/include/linux/bpf.h ] || need+=(linux-libc-dev)

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/skfwd/skfwd/pkg/datapath"
 	"github.com/skfwd/skfwd/pkg/gateway"
+	"github.com/skfwd/skfwd/pkg/metrics"
 )
 
 func cmdRun(e env, args []string) int {
@@ -35,7 +37,20 @@ func cmdRun(e env, args []string) int {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	g, err := gateway.Start(ctx, cfg, gateway.Options{Log: log})
+	opts := gateway.Options{Log: log}
+	if cfg.Site.Settings.AdminAddress != "" {
+		opts.Metrics = metrics.New(cfg.Site.Name, version)
+	}
+	path, closePath, ok := selectDataPath(log, cfg.Site.Settings, opts.Metrics)
+	if !ok {
+		return exitFailure
+	}
+	defer closePath()
+	opts.Path = path
+	if k, isKernel := path.(*datapath.Kernel); isKernel {
+		opts.Counts = k.Counts()
+	}
+	g, err := gateway.Start(ctx, cfg, opts)
 	if err != nil {
 		log.Error("site not started", "err", err)
 		return exitFailure

@@ -81,21 +81,20 @@ func printStatus(w io.Writer, st gateway.Status) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
-	fmt.Fprintln(tw, "ROUTING KEY\tCANDIDATE\tPATH COST\tOPEN\tSCORE")
+	fmt.Fprintln(tw, "ROUTING KEY\tCANDIDATE\tNEXT HOP\tPATH COST\tOPEN\tSCORE\tHEALTH")
 	for _, s := range st.Services {
 		if len(s.Candidates) == 0 {
-			fmt.Fprintf(tw, "%s\t(none: listeners refuse)\t\t\t\n", s.RoutingKey)
+			fmt.Fprintf(tw, "%s\t(none: listeners refuse)\t\t\t\t\t\n", s.RoutingKey)
 		}
 		for i, c := range s.Candidates {
 			key := ""
 			if i == 0 {
 				key = s.RoutingKey
 			}
-			target := "site " + c.Target
-			if c.Local {
-				target = "local " + c.Target
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", key, target, c.PathCost, c.Open, c.Score)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", key, candidateName(c), dash(c.NextHop), c.PathCost, c.Open, c.Score, c.Health)
+		}
+		for _, c := range s.Withdrawn {
+			fmt.Fprintf(tw, "\t%s\t-\t-\t%d\t-\t%s\n", candidateName(c), c.Open, c.Health)
 		}
 	}
 	tw.Flush()
@@ -111,6 +110,13 @@ func printStatus(w io.Writer, st gateway.Status) {
 		}
 		tw.Flush()
 	}
+}
+
+func candidateName(c gateway.CandidateStatus) string {
+	if c.Local {
+		return "local " + c.Target
+	}
+	return "site " + c.Target
 }
 
 func dash(s string) string {

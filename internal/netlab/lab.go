@@ -60,6 +60,7 @@ type Site struct {
 
 	hasRouterAccess bool
 	links           int
+	settings        map[string]string // Site spec.settings
 
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -78,15 +79,46 @@ func (l *Lab) Site(name string) (*Site, error) {
 		return nil, err
 	}
 	s.LogPath = filepath.Join(l.Dir, name+".log")
-	settings := []string{fmt.Sprintf("state-dir: %q", filepath.Join(l.Dir, "state"))}
+	s.settings = map[string]string{"state-dir": filepath.Join(l.Dir, "state")}
 	for k, v := range l.Settings {
-		settings = append(settings, fmt.Sprintf("%s: %q", k, v))
+		s.settings[k] = v
 	}
-	s.docs = append(s.docs, fmt.Sprintf("kind: Site\nmetadata: {name: %s}\nspec:\n  settings: {%s}\n", name, strings.Join(settings, ", ")))
+	s.docs = append(s.docs, s.siteDoc())
 	l.mu.Lock()
 	l.sites = append(l.sites, s)
 	l.mu.Unlock()
 	return s, nil
+}
+
+func (s *Site) siteDoc() string {
+	var settings []string
+	for _, k := range sortedCopy(mapKeys(s.settings)) {
+		settings = append(settings, fmt.Sprintf("%s: %q", k, s.settings[k]))
+	}
+	return fmt.Sprintf("kind: Site\nmetadata: {name: %s}\nspec:\n  settings: {%s}\n", s.Name, strings.Join(settings, ", "))
+}
+
+func mapKeys(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// Set sets one Site spec.settings key for this site alone (over the lab's); call it before
+// Start.
+func (s *Site) Set(key, value string) {
+	s.settings[key] = value
+	s.docs[0] = s.siteDoc()
+}
+
+// AdminAddress is where the site's gateway serves /status and /metrics, inside its namespace.
+func (s *Site) AdminAddress() string {
+	if a, ok := s.settings["admin-address"]; ok {
+		return a
+	}
+	return "127.0.0.1:9441"
 }
 
 // Netns returns the site's namespace name.
@@ -319,7 +351,7 @@ func (s *Site) Status() (gateway.Status, error) {
 			},
 		},
 	}
-	resp, err := client.Get("http://127.0.0.1:9441/status")
+	resp, err := client.Get("http://" + s.AdminAddress() + "/status")
 	if err != nil {
 		return st, err
 	}

@@ -612,11 +612,16 @@ func TestSettingsGetRoundTrip(t *testing.T) {
 		"tunnel-pool-size":      "8",
 		"first-bytes-limit":     "65536",
 		"reconnect-max-backoff": "5s",
+		"data-path":             "auto",
+		"promote-bytes":         "1048576",
+		"promote-after":         "1s",
+		"max-promoted":          "32768",
 	}
 	d := DefaultSettings()
 	keys := SettingKeys()
 	wantKeys := []string{"admin-address", "state-dir", "heartbeat-interval", "link-dead-time", "probe-interval",
-		"connect-timeout", "answer-timeout", "tunnel-pool-size", "first-bytes-limit", "reconnect-max-backoff"}
+		"connect-timeout", "answer-timeout", "tunnel-pool-size", "first-bytes-limit", "reconnect-max-backoff",
+		"data-path", "promote-bytes", "promote-after", "max-promoted"}
 	if !reflect.DeepEqual(keys, wantKeys) {
 		t.Fatalf("SettingKeys() = %q, want %q", keys, wantKeys)
 	}

@@ -29,7 +29,19 @@ type Settings struct {
 
 	TunnelPoolSize  int // idle pre-established tunnels kept per pool
 	FirstBytesLimit int // client bytes buffered until the tunnel answer
+
+	DataPath     string        // "auto", "sockmap" or "userspace"
+	PromoteBytes int           // bytes one direction moves before the connection goes to the kernel path
+	PromoteAfter time.Duration // age at which a connection goes to the kernel path
+	MaxPromoted  int           // connections the kernel path holds at once (map size)
 }
+
+// Data path modes.
+const (
+	DataPathAuto      = "auto"
+	DataPathSockmap   = "sockmap"
+	DataPathUserspace = "userspace"
+)
 
 // DefaultSettings returns the values used for keys the Site does not set.
 func DefaultSettings() Settings {
@@ -44,6 +56,10 @@ func DefaultSettings() Settings {
 		TunnelPoolSize:      8,
 		FirstBytesLimit:     65536,
 		ReconnectMaxBackoff: 5 * time.Second,
+		DataPath:            DataPathAuto,
+		PromoteBytes:        1 << 20,
+		PromoteAfter:        time.Second,
+		MaxPromoted:         32768,
 	}
 }
 
@@ -98,6 +114,21 @@ var settingTable = []setting{
 	// A floor on the backoff cap keeps a flapping peer from being redialed in
 	// a tight loop.
 	durationSetting("reconnect-max-backoff", func(s *Settings) *time.Duration { return &s.ReconnectMaxBackoff }, 100*time.Millisecond),
+	{
+		key: "data-path",
+		set: func(s *Settings, v string) (string, string) {
+			switch v {
+			case DataPathAuto, DataPathSockmap, DataPathUserspace:
+				s.DataPath = v
+				return "", ""
+			}
+			return fmt.Sprintf("%q is not a data path", v), "use auto (kernel path for bulk connections where BPF works), sockmap (always, or fail) or userspace"
+		},
+		get: func(s *Settings) string { return s.DataPath },
+	},
+	intSetting("promote-bytes", func(s *Settings) *int { return &s.PromoteBytes }, 1, 1<<30),
+	durationSetting("promote-after", func(s *Settings) *time.Duration { return &s.PromoteAfter }, 1),
+	intSetting("max-promoted", func(s *Settings) *int { return &s.MaxPromoted }, 16, 1<<20),
 }
 
 func durationSetting(key string, field func(*Settings) *time.Duration, min time.Duration) setting {

@@ -13,6 +13,8 @@ import "sync"
 type Counter interface {
 	Open(routingKey, target string) int
 	Acquire(routingKey, target string) (release func())
+	// Each calls f for every (routing key, target) with connections open, for metrics.
+	Each(f func(routingKey, target string, open int))
 }
 
 var _ Counter = (*Table)(nil)
@@ -54,6 +56,16 @@ func (t *Table) Acquire(routingKey, target string) (release func()) {
 			}
 			t.mu.Unlock()
 		})
+	}
+}
+
+// Each calls f for every (routing key, target) pair with open connections, for metrics read
+// at scrape time. f must not call back into t.
+func (t *Table) Each(f func(routingKey, target string, open int)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, n := range t.open {
+		f(k.routingKey, k.target, n)
 	}
 }
 

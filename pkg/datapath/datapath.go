@@ -7,17 +7,21 @@
 package datapath
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Path joins two connected sockets until both directions have ended.
 type Path interface {
 	// Splice forwards a<->b, propagating half-close (FIN) and reset in both directions,
-	// and closes both sockets before it returns.
-	Splice(a, b *net.TCPConn) Result
+	// and closes both sockets before it returns. When ctx ends first (the site stops, a link
+	// under the connection died), both sockets are reset.
+	Splice(ctx context.Context, a, b *net.TCPConn) Result
 	// Mode names the path for logs and status ("userspace", later "sockmap", "auto").
 	Mode() string
 }
@@ -37,41 +41,46 @@ type Userspace struct{}
 func (Userspace) Mode() string { return "userspace" }
 
 // Splice implements Path.
-func (Userspace) Splice(a, b *net.TCPConn) Result {
+func (Userspace) Splice(ctx context.Context, a, b *net.TCPConn) Result {
 	var (
-		res     Result
-		errOnce sync.Once
-		wg      sync.WaitGroup
+		res  Result
+		once sync.Once
+		wg   sync.WaitGroup
 	)
-	fail := func(err error) {
-		errOnce.Do(func() {
+	// end runs once: the first failure (or the context) resets both sockets so each peer
+	// learns of it and the surviving direction's blocked read or write is released; a clean
+	// end closes them. Whoever comes second waits for the first inside once.Do, so res.Err is
+	// settled when Splice returns.
+	end := func(err error) {
+		once.Do(func() {
 			res.Err = err
-			// A failure in one direction must reach both peers: a reset on one side
-			// becomes a reset on the other, and the surviving direction's blocked
-			// read or write is released.
-			Abort(a)
-			Abort(b)
+			if err != nil {
+				Abort(a)
+				Abort(b)
+				return
+			}
+			a.Close()
+			b.Close()
 		})
 	}
+	stop := context.AfterFunc(ctx, func() { end(context.Cause(ctx)) })
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		n, err := pipe(b, a)
 		res.AToB = n
 		if err != nil {
-			fail(err)
+			end(err)
 		}
 	}()
 	n, err := pipe(a, b)
 	res.BToA = n
 	if err != nil {
-		fail(err)
+		end(err)
 	}
 	wg.Wait()
-	if res.Err == nil {
-		a.Close()
-		b.Close()
-	}
+	stop()
+	end(nil)
 	return res
 }
 
@@ -81,10 +90,40 @@ func pipe(dst, src *net.TCPConn) (int64, error) {
 	if err != nil {
 		return n, err
 	}
-	if err := dst.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
-		return n, err
+	return n, endOfStream(dst, src)
+}
+
+// endOfStream passes src's end of stream on to dst. splice(2) from a socket that was reset can
+// report a plain end of stream (tcp_splice_read looks at SOCK_DONE before sk_err), and passing
+// that on as a FIN would turn the client's reset into a clean close at the backend: the
+// pending socket error tells the two apart.
+func endOfStream(dst, src *net.TCPConn) error {
+	if err := socketError(src); err != nil {
+		return err
 	}
-	return n, nil
+	if err := dst.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// socketError returns the socket's pending error (SO_ERROR), if any.
+func socketError(c *net.TCPConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var soErr int
+	if cerr := rc.Control(func(fd uintptr) { soErr, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR) }); cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return err
+	}
+	if soErr != 0 {
+		return unix.Errno(soErr)
+	}
+	return nil
 }
 
 // Abort closes c with a reset (SO_LINGER 0) instead of a FIN, so its peer sees the

@@ -12,6 +12,7 @@ import (
 
 	"github.com/skfwd/skfwd/pkg/datapath"
 	"github.com/skfwd/skfwd/pkg/links"
+	"github.com/skfwd/skfwd/pkg/metrics"
 	"github.com/skfwd/skfwd/pkg/selector"
 	"github.com/skfwd/skfwd/pkg/tunnel"
 	"golang.org/x/sys/unix"
@@ -41,14 +42,19 @@ const (
 
 func (g *Gateway) serveClient(key string, client *net.TCPConn) {
 	start := time.Now()
+	g.metrics.Accepted(key)
 	flowID := g.flowSeq.Add(1)
 	first := &firstBytes{limit: g.settings.FirstBytesLimit}
 	tried := map[string]bool{}
 	var errs []error
+	lastReason := ""
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		cand, release, ok := g.pick(key, tried)
 		if !ok {
 			break
+		}
+		if lastReason != "" {
+			g.metrics.Retried(key, lastReason)
 		}
 		tried[candidateKey(cand)] = true
 		var done bool
@@ -66,9 +72,46 @@ func (g *Gateway) serveClient(key string, client *net.TCPConn) {
 		if errors.Is(err, errClientGone) {
 			break
 		}
+		dest := cand.Target
+		if cand.Local {
+			dest = g.self
+		}
+		lastReason = reasonOf(err)
+		g.metrics.AttemptFailed(key, dest, lastReason)
 	}
 	datapath.Abort(client)
-	g.logFlow(key, "", "", flowCounts{}, start, outcomeFailed, len(errs), errors.Join(errs...))
+	g.metrics.Failed(key)
+	g.logFlow(start, flowLog{key: key, source: g.self, outcome: outcomeFailed, retries: max(len(errs)-1, 0), err: errors.Join(errs...)})
+}
+
+// attemptError is a failed attempt to place a connection on one target, with the reason it is
+// counted under.
+type attemptError struct {
+	reason string
+	err    error
+}
+
+func (e *attemptError) Error() string { return e.err.Error() }
+func (e *attemptError) Unwrap() error { return e.err }
+
+func failed(reason string, err error) error { return &attemptError{reason: reason, err: err} }
+
+// reasonOf is the metrics reason of a failed attempt.
+func reasonOf(err error) string {
+	var ae *attemptError
+	if errors.As(err, &ae) {
+		return ae.reason
+	}
+	return metrics.ReasonLinkLost
+}
+
+// commitFailure classifies an error of the commit wait: the client's own failure stays as it
+// is (it is not the target's), anything else is the target failing before any byte.
+func commitFailure(err error) error {
+	if errors.Is(err, errClientGone) {
+		return err
+	}
+	return failed(metrics.ReasonResetBeforeCommit, err)
 }
 
 func candidateKey(c selector.Candidate) string {
@@ -127,21 +170,26 @@ func (g *Gateway) toConnector(key, name string, client *net.TCPConn, first *firs
 	backend, err := c.dial(g.ctx, g.settings.ConnectTimeout)
 	if err != nil {
 		c.setHealthy(false, err)
-		return false, fmt.Errorf("connector %q: %w", name, err)
+		reason := metrics.ReasonConnectFailed
+		if isTimeout(err) {
+			reason = metrics.ReasonConnectTimeout
+		}
+		return false, failed(reason, fmt.Errorf("connector %q: %w", name, err))
 	}
 	// Bytes read from the client for an earlier candidate that refused go first.
 	if len(first.buf) > 0 {
 		if _, err := backend.Write(first.buf); err != nil {
 			datapath.Abort(backend)
-			return false, fmt.Errorf("connector %q: %w", name, err)
+			return false, failed(metrics.ReasonResetBeforeCommit, fmt.Errorf("connector %q: %w", name, err))
 		}
 	}
 	if err := g.commit(backend, client, first, len(first.buf) > 0); err != nil {
 		datapath.Abort(backend)
-		return false, fmt.Errorf("connector %q: %w", name, err)
+		return false, commitFailure(fmt.Errorf("connector %q: %w", name, err))
 	}
-	res := g.path.Splice(client, backend)
-	g.logFlow(key, g.self, name, flowCounts{in: res.AToB + int64(len(first.buf)), out: res.BToA}, start, resultOutcome(res), retries, res.Err)
+	g.metrics.Committed(key, g.self, time.Since(start))
+	res := g.path.Splice(g.ctx, client, backend)
+	g.endFlow(start, flowLog{key: key, source: g.self, dest: g.self, target: name, retries: retries}, res, int64(len(first.buf)))
 	return true, nil
 }
 
@@ -151,11 +199,14 @@ var errClientGone = errors.New("client connection failed")
 func (g *Gateway) toSite(key string, flowID uint64, site string, client *net.TCPConn, first *firstBytes, start time.Time, retries int) (bool, error) {
 	route, ok := g.links.Routes().Lookup(site)
 	if !ok {
-		return false, fmt.Errorf("site %q: no route", site)
+		return false, failed(metrics.ReasonNoRoute, fmt.Errorf("site %q: no route", site))
 	}
 	t, err := g.links.OpenTunnel(g.ctx, route.NextHop)
 	if err != nil {
-		return false, err
+		if errors.Is(err, links.ErrNoLink) {
+			return false, failed(metrics.ReasonLinkDown, err)
+		}
+		return false, failed(metrics.ReasonNoTunnel, err)
 	}
 	defer t.Done()
 	req := tunnel.Request{FlowID: flowID, RoutingKey: key, DestSite: site, SourceSite: g.self}
@@ -163,8 +214,9 @@ func (g *Gateway) toSite(key string, flowID uint64, site string, client *net.TCP
 		datapath.Abort(t.Conn)
 		return false, fmt.Errorf("site %q: %w", site, err)
 	}
-	res := g.path.Splice(client, t.Conn)
-	g.logFlow(key, site, "", flowCounts{in: res.AToB + int64(len(first.buf)), out: res.BToA}, start, resultOutcome(res), retries, res.Err)
+	g.metrics.Committed(key, site, time.Since(start))
+	res := g.path.Splice(t.Context(), client, t.Conn)
+	g.endFlow(start, flowLog{key: key, source: g.self, dest: site, target: site, retries: retries}, res, int64(len(first.buf)))
 	return true, nil
 }
 
@@ -177,7 +229,7 @@ func (g *Gateway) request(t *links.Tunnel, req tunnel.Request, client *net.TCPCo
 	}
 	_ = t.Conn.SetDeadline(time.Now().Add(g.settings.AnswerTimeout))
 	if _, err := t.Conn.Write(append(frame, first.buf...)); err != nil {
-		return fmt.Errorf("write request to %q: %w", t.Peer, err)
+		return failed(metrics.ReasonLinkLost, fmt.Errorf("write request to %q: %w", t.Peer, err))
 	}
 	// Taken before the pump starts: from then on buf belongs to the pump until it stops.
 	replayed := len(first.buf) > 0
@@ -189,11 +241,18 @@ func (g *Gateway) request(t *links.Tunnel, req tunnel.Request, client *net.TCPCo
 			return perr
 		}
 		if err != nil {
-			return fmt.Errorf("answer from %q: %w", t.Peer, err)
+			reason := metrics.ReasonLinkLost
+			if isTimeout(err) {
+				reason = metrics.ReasonAnswerTimeout
+			}
+			return failed(reason, fmt.Errorf("answer from %q: %w", t.Peer, err))
 		}
-		return fmt.Errorf("refused: %s %s", ans.Reason, ans.Message)
+		return failed(ans.Reason.String(), fmt.Errorf("refused: %s %s", ans.Reason, ans.Message))
 	}
-	return g.awaitCommit(t.Conn, p, replayed)
+	if err := g.awaitCommit(t.Conn, p, replayed); err != nil {
+		return commitFailure(err)
+	}
+	return nil
 }
 
 // commit decides, for a target that has just accepted, whether the connection is now bound to
@@ -384,13 +443,17 @@ func (g *Gateway) deliver(t *links.Tunnel, req tunnel.Request) {
 			datapath.Abort(t.Conn)
 			return
 		}
-		res := g.path.Splice(t.Conn, backend)
+		g.metrics.Delivered(req.RoutingKey, req.SourceSite, c.cfg.Name)
+		res := g.path.Splice(t.Context(), t.Conn, backend)
 		release()
-		g.logFlow(req.RoutingKey, req.SourceSite, c.cfg.Name, flowCounts{in: res.AToB, out: res.BToA}, start, resultOutcome(res), len(tried)-1, res.Err)
+		g.logFlow(start, flowLog{key: req.RoutingKey, source: req.SourceSite, dest: g.self, target: c.cfg.Name,
+			toTarget: res.AToB, toClient: res.BToA, outcome: resultOutcome(res), retries: len(tried) - 1, err: res.Err})
 		return
 	}
 	g.refuse(t.Conn, reason, msg)
-	g.logFlow(req.RoutingKey, req.SourceSite, "", flowCounts{}, start, outcomeRefused, len(tried), errors.New(msg))
+	g.metrics.Refused(req.RoutingKey, req.SourceSite, reason.String())
+	g.logFlow(start, flowLog{key: req.RoutingKey, source: req.SourceSite, dest: g.self, outcome: outcomeRefused,
+		retries: max(len(tried)-1, 0), err: errors.New(msg)})
 }
 
 // transit forwards a request one hop toward its destination and then only splices: answer,
@@ -399,6 +462,7 @@ func (g *Gateway) transit(t *links.Tunnel, req tunnel.Request) {
 	route, ok := g.links.Routes().Lookup(req.DestSite)
 	if !ok {
 		g.refuse(t.Conn, tunnel.ReasonNoRoute, "no route from "+g.self+" to "+req.DestSite)
+		g.metrics.Refused(req.RoutingKey, req.SourceSite, tunnel.ReasonNoRoute.String())
 		return
 	}
 	ctx, cancel := context.WithTimeout(g.ctx, g.settings.AnswerTimeout)
@@ -406,6 +470,7 @@ func (g *Gateway) transit(t *links.Tunnel, req tunnel.Request) {
 	cancel()
 	if err != nil {
 		g.refuse(t.Conn, tunnel.ReasonNoTunnel, err.Error())
+		g.metrics.Refused(req.RoutingKey, req.SourceSite, tunnel.ReasonNoTunnel.String())
 		return
 	}
 	defer next.Done()
@@ -416,9 +481,15 @@ func (g *Gateway) transit(t *links.Tunnel, req tunnel.Request) {
 	if err != nil {
 		datapath.Abort(next.Conn)
 		g.refuse(t.Conn, tunnel.ReasonNoTunnel, err.Error())
+		g.metrics.Refused(req.RoutingKey, req.SourceSite, tunnel.ReasonNoTunnel.String())
 		return
 	}
-	g.path.Splice(t.Conn, next.Conn)
+	// Either link dying ends the connection.
+	both, cancelBoth := context.WithCancelCause(t.Context())
+	defer cancelBoth(nil)
+	stop := context.AfterFunc(next.Context(), func() { cancelBoth(context.Cause(next.Context())) })
+	defer stop()
+	g.path.Splice(both, t.Conn, next.Conn)
 }
 
 // refuse answers a request with a refusal and closes the tunnel gracefully: the client bytes
@@ -433,8 +504,6 @@ func (g *Gateway) refuse(c *net.TCPConn, reason tunnel.Reason, msg string) {
 	c.Close()
 }
 
-type flowCounts struct{ in, out int64 }
-
 func resultOutcome(r datapath.Result) outcome {
 	if r.Err != nil {
 		return outcomeReset
@@ -442,18 +511,41 @@ func resultOutcome(r datapath.Result) outcome {
 	return outcomeOK
 }
 
-// logFlow writes the one line each connection leaves when it ends.
-func (g *Gateway) logFlow(key, site, connector string, n flowCounts, start time.Time, o outcome, retries int, err error) {
-	attrs := []any{"routing_key", key, "site", g.self, "outcome", string(o),
-		"bytes_in", n.in, "bytes_out", n.out, "duration", time.Since(start).Round(time.Microsecond), "retries", retries}
-	if site != "" {
-		attrs = append(attrs, "peer_site", site)
-	}
-	if connector != "" {
-		attrs = append(attrs, "connector", connector)
-	}
-	if err != nil {
-		attrs = append(attrs, "err", err.Error())
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// flowLog is what the line a connection leaves when it ends says.
+type flowLog struct {
+	key          string
+	source, dest string // sites; dest is empty when no target took the connection
+	target       string // the connector, or the destination site seen from the ingress
+	toTarget     int64  // bytes from the client toward the backend
+	toClient     int64
+	outcome      outcome
+	retries      int // failed attempts before the one that took the connection
+	err          error
+}
+
+// endFlow counts and logs the end of a connection accepted here that reached its target;
+// replayed bytes went to the target before the splice and are not in res.
+func (g *Gateway) endFlow(start time.Time, f flowLog, res datapath.Result, replayed int64) {
+	f.toTarget, f.toClient = res.AToB+replayed, res.BToA
+	f.outcome, f.err = resultOutcome(res), res.Err
+	g.metrics.Closed(f.key, f.dest, string(f.outcome), f.toTarget, f.toClient)
+	g.logFlow(start, f)
+}
+
+// logFlow writes the one line each connection leaves when it ends, at every site that
+// served it as ingress or destination.
+func (g *Gateway) logFlow(start time.Time, f flowLog) {
+	attrs := []any{"routing_key", f.key, "site", g.self, "source_site", f.source, "dest_site", f.dest,
+		"target", f.target, "outcome", string(f.outcome), "retries", f.retries,
+		"bytes_to_target", f.toTarget, "bytes_to_client", f.toClient,
+		"duration", time.Since(start).Round(time.Microsecond)}
+	if f.err != nil {
+		attrs = append(attrs, "err", f.err.Error())
 	}
 	g.log.Info("connection", attrs...)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/skfwd/skfwd/pkg/counts"
 	"github.com/skfwd/skfwd/pkg/datapath"
 	"github.com/skfwd/skfwd/pkg/links"
+	"github.com/skfwd/skfwd/pkg/metrics"
 	"github.com/skfwd/skfwd/pkg/statedir"
 )
 
@@ -25,6 +26,9 @@ type Options struct {
 	Path datapath.Path // nil: the userspace splice(2) path
 	// Counts keeps open connections per routing key and target; nil: an in-process table.
 	Counts counts.Counter
+	// Metrics counts events and reads the site's state at scrape time; served at /metrics on
+	// the admin address. nil: no metrics.
+	Metrics *metrics.Metrics
 }
 
 // Gateway is one running site.
@@ -37,6 +41,7 @@ type Gateway struct {
 	state    *statedir.Dir
 	links    *links.Manager
 	open     counts.Counter
+	metrics  *metrics.Metrics // nil-safe
 
 	linkListeners []net.Listener
 	listeners     []*listener
@@ -68,7 +73,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 	}
 	s := cfg.Site.Settings
 	g = &Gateway{
-		cfg: cfg, settings: s, self: cfg.Site.Name, log: opts.Log, path: opts.Path, open: opts.Counts,
+		cfg: cfg, settings: s, self: cfg.Site.Name, log: opts.Log, path: opts.Path, open: opts.Counts, metrics: opts.Metrics,
 		connectors: map[string][]*connector{},
 		active:     map[*net.TCPConn]struct{}{},
 	}
@@ -118,6 +123,10 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 	}
 	g.probeAll() // the first advertisement already reflects which backends answer
 
+	var observer links.Observer
+	if g.metrics != nil {
+		observer = g.metrics
+	}
 	g.links = links.New(g.ctx, links.Options{
 		Self:              g.self,
 		HeartbeatInterval: s.HeartbeatInterval,
@@ -130,6 +139,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 		},
 		OnTunnel: g.serveTunnel,
 		OnChange: g.reconcile,
+		Observer: observer,
 		Log:      g.log,
 	})
 	g.links.SetKeys(g.healthyKeys())
@@ -149,6 +159,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 			g.goRun(c.probeLoop)
 		}
 	}
+	g.watchMetrics()
 	g.goRun(g.reconcileLoop)
 	if g.admin != nil {
 		g.goRun(g.serveAdmin)

@@ -39,15 +39,22 @@ type RouteStatus struct {
 type ServiceStatus struct {
 	RoutingKey string            `json:"routing_key"`
 	Candidates []CandidateStatus `json:"candidates"`
+	// Withdrawn are local connectors for the key that are down: not candidates until their
+	// probe succeeds again.
+	Withdrawn []CandidateStatus `json:"withdrawn,omitempty"`
 }
 
 // CandidateStatus is one place a connection can go; Score = PathCost + Open.
 type CandidateStatus struct {
 	Target   string `json:"target"`
 	Local    bool   `json:"local"`
+	NextHop  string `json:"next_hop,omitempty"` // remote: the neighbor the tunnel goes to
 	PathCost int    `json:"path_cost"`
 	Open     int    `json:"open"`
 	Score    int    `json:"score"`
+	// Health is "up" for a candidate (a local connector answering its probe, a reachable site
+	// advertising the key), "down" for a withdrawn local connector.
+	Health string `json:"health"`
 }
 
 // ConnectorStatus is one local backend and its health.
@@ -72,7 +79,8 @@ func (g *Gateway) Status() Status {
 	g.activeMu.Lock()
 	st.InProgress = len(g.active)
 	g.activeMu.Unlock()
-	for _, r := range g.links.Routes().Routes() {
+	routes := g.links.Routes()
+	for _, r := range routes.Routes() {
 		st.Routes = append(st.Routes, RouteStatus{Dest: r.Dest, NextHop: r.NextHop, Cost: r.Cost, Path: r.Path})
 	}
 	keys := map[string]bool{}
@@ -93,15 +101,27 @@ func (g *Gateway) Status() Status {
 		g.pickMu.Unlock()
 		svc := ServiceStatus{RoutingKey: key, Candidates: []CandidateStatus{}}
 		for _, c := range ranked {
-			svc.Candidates = append(svc.Candidates, CandidateStatus{Target: c.Target, Local: c.Local, PathCost: c.PathCost, Open: c.Open, Score: c.Score()})
+			cs := CandidateStatus{Target: c.Target, Local: c.Local, PathCost: c.PathCost, Open: c.Open, Score: c.Score(), Health: "up"}
+			if !c.Local {
+				if r, ok := routes.Lookup(c.Target); ok {
+					cs.NextHop = r.NextHop
+				}
+			}
+			svc.Candidates = append(svc.Candidates, cs)
 		}
+		for _, c := range g.connectors[key] {
+			if !c.healthy.Load() {
+				svc.Withdrawn = append(svc.Withdrawn, CandidateStatus{Target: c.cfg.Name, Local: true, Open: g.open.Open(key, c.target()), Health: "down"})
+			}
+		}
+		sort.Slice(svc.Withdrawn, func(i, j int) bool { return svc.Withdrawn[i].Target < svc.Withdrawn[j].Target })
 		st.Services = append(st.Services, svc)
 	}
 	sort.Slice(st.Services, func(i, j int) bool { return st.Services[i].RoutingKey < st.Services[j].RoutingKey })
 	return st
 }
 
-// serveAdmin serves the admin endpoints: /status (JSON) and /readyz.
+// serveAdmin serves the admin endpoints: /status (JSON), /metrics (Prometheus) and /readyz.
 func (g *Gateway) serveAdmin() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
@@ -110,6 +130,9 @@ func (g *Gateway) serveAdmin() {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(g.Status())
 	})
+	if g.metrics != nil {
+		mux.Handle("GET /metrics", g.metrics.Handler())
+	}
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})

@@ -45,8 +45,24 @@ type Options struct {
 	OnTunnel func(*Tunnel)
 	// OnChange is called, never concurrently, after routes or link states change.
 	OnChange func()
+	// Observer hears link events as they happen (metrics); nil: nobody.
+	Observer Observer
 	Log      *slog.Logger
 }
+
+// Observer hears the link events that are counted, not kept: the metrics package implements
+// it. Methods are called on hot paths and must not block.
+type Observer interface {
+	// PoolMiss: a connection found no idle tunnel on link and waited for a new one.
+	PoolMiss(link, peer string)
+	// HeartbeatMiss: a heartbeat interval passed with nothing from the peer.
+	HeartbeatMiss(link, peer string)
+}
+
+type noObserver struct{}
+
+func (noObserver) PoolMiss(string, string)      {}
+func (noObserver) HeartbeatMiss(string, string) {}
 
 // DialSpec is a link this site dials.
 type DialSpec struct {
@@ -76,6 +92,7 @@ type Manager struct {
 
 type dialState struct {
 	spec    DialSpec
+	peer    string // the site at the other end, once the link has been up
 	lastErr string
 	since   time.Time
 }
@@ -85,6 +102,9 @@ type dialState struct {
 func New(ctx context.Context, opts Options) *Manager {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
+	}
+	if opts.Observer == nil {
+		opts.Observer = noObserver{}
 	}
 	m := &Manager{
 		opts:     opts,
@@ -196,12 +216,15 @@ const handshakeTimeout = 5 * time.Second
 func (m *Manager) accept(c *net.TCPConn) {
 	remote := c.RemoteAddr().String()
 	_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
+	// A peer that connects and says nothing must not hold up a stopping site.
+	stopHandshake := context.AfterFunc(m.ctx, func() { c.Close() })
 	var grantCost int
 	peer, err := auth.Accept(c, m.opts.Self, func(name string) ([]byte, bool) {
 		secret, cost, ok := m.opts.Grant(name)
 		grantCost = cost
 		return secret, ok
 	})
+	stopHandshake()
 	if err != nil {
 		// A bad or unauthenticated connection harms nothing else: log it and drop only it.
 		m.log.Warn("link connection rejected", "remote", remote, "err", err)
@@ -219,7 +242,7 @@ func (m *Manager) accept(c *net.TCPConn) {
 		s := m.newSession(peer.Credential, peer.Site, false, c, grantCost)
 		m.runSession(s)
 	case auth.TunnelIn, auth.TunnelOut:
-		s := m.acceptedSession(peer.Credential, peer.Site)
+		s := m.awaitAcceptedSession(peer.Credential, peer.Site)
 		if s == nil {
 			c.Close()
 			return
@@ -229,6 +252,23 @@ func (m *Manager) accept(c *net.TCPConn) {
 		} else {
 			s.awaitRequest(c)
 		}
+	}
+}
+
+// awaitAcceptedSession finds the session a tunnel belongs to. The dialer starts its pools as
+// soon as it has our hello, which can be a moment before we have registered the session
+// (we register after reading its hello), so a tunnel may arrive first: wait for the session
+// briefly rather than refuse a good tunnel and have it redialed.
+func (m *Manager) awaitAcceptedSession(credential, site string) *session {
+	deadline := time.Now().Add(handshakeTimeout)
+	for {
+		if s := m.acceptedSession(credential, site); s != nil {
+			return s
+		}
+		if time.Now().After(deadline) || m.ctx.Err() != nil {
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -260,6 +300,9 @@ func (m *Manager) Dial(spec DialSpec) {
 				m.log.Warn("link down, retrying", "link", spec.Name, "err", err, "retry_in", backoff)
 			} else {
 				m.setDialError(spec.Name, nil)
+				m.mu.Lock()
+				m.dials[spec.Name].peer = s.peer
+				m.mu.Unlock()
 				started := time.Now()
 				m.runSession(s)
 				if time.Since(started) > 10*time.Second {
@@ -311,7 +354,9 @@ func (m *Manager) dialAuthenticated(ctx context.Context, addr, credential string
 	}
 	c := nc.(*net.TCPConn)
 	_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
+	stopHandshake := context.AfterFunc(ctx, func() { c.Close() })
 	peer, err := auth.Dial(c, m.opts.Self, credential, secret, p)
+	stopHandshake()
 	if err != nil {
 		c.Close()
 		if errors.Is(err, auth.ErrUnknownCredential) || errors.Is(err, auth.ErrBadProof) {

@@ -42,6 +42,7 @@ type session struct {
 	refill  chan struct{}     // dialer: wake the pool filler
 	rtt     atomic.Int64      // nanoseconds
 	misses  atomic.Uint64
+	heard   atomic.Bool // a control message arrived since the last heartbeat tick
 	pingSeq uint64
 
 	mu        sync.Mutex
@@ -93,6 +94,7 @@ func (s *session) handshake() error {
 
 // serve runs the session until it fails or the manager stops, and returns why it ended.
 func (s *session) serve() error {
+	s.heard.Store(true) // the hello just arrived
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); s.writeLoop() }()
@@ -130,6 +132,7 @@ func (s *session) readLoop() {
 			s.fail(err)
 			return
 		}
+		s.heard.Store(true)
 		if err := s.handle(t, payload); err != nil {
 			s.fail(fmt.Errorf("control message type %d: %w", t, err))
 			return
@@ -217,6 +220,11 @@ func (s *session) heartbeatLoop() {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
+			// The peer pings at the same interval and answers ours, so every interval
+			// should bring something; one that brought nothing is a miss.
+			if !s.heard.Swap(false) {
+				s.m.opts.Observer.HeartbeatMiss(s.name, s.peer)
+			}
 			s.pingSeq++
 			b, err := encodeMsg(msgPing, pingMsg{Seq: s.pingSeq, Sent: time.Since(s.since).Nanoseconds()})
 			if err != nil {
@@ -260,6 +268,10 @@ type Tunnel struct {
 	s    *session
 }
 
+// Context ends when the link under the tunnel dies (or the site stops): a connection spliced
+// over it must then be reset, whichever data path carries it.
+func (t *Tunnel) Context() context.Context { return t.s.ctx }
+
 // Done tells the link the tunnel is finished with (the caller has closed Conn).
 func (t *Tunnel) Done() {
 	t.s.mu.Lock()
@@ -295,6 +307,7 @@ func (s *session) take(ctx context.Context) (*Tunnel, error) {
 		break
 	}
 	s.misses.Add(1)
+	s.m.opts.Observer.PoolMiss(s.name, s.peer)
 	if s.dialer {
 		s.mu.Lock()
 		s.outTarget = min(s.outTarget*2+1, maxPool)
@@ -489,7 +502,7 @@ func (m *Manager) Status() []LinkStatus {
 	}
 	for name, d := range m.dials {
 		if !up[name] {
-			out = append(out, LinkStatus{Name: name, Role: "dialer", State: "connecting", Cost: d.spec.Cost, Since: d.since, Error: d.lastErr})
+			out = append(out, LinkStatus{Name: name, Peer: d.peer, Role: "dialer", State: "connecting", Cost: d.spec.Cost, Since: d.since, Error: d.lastErr})
 		}
 	}
 	sortStatus(out)

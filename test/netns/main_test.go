@@ -18,6 +18,10 @@ import (
 
 var skfwdBin string
 
+// dataPath is the data path every gateway of this run uses: the suite runs once per mode
+// (make test-netns loops over them), so each test covers userspace, auto and sockmap.
+var dataPath = os.Getenv("SKFWD_TEST_DATA_PATH")
+
 func TestMain(m *testing.M) {
 	if os.Geteuid() != 0 {
 		fmt.Println("SKIP test/netns: needs root for network namespaces (CI runs as root)")
@@ -35,6 +39,10 @@ func TestMain(m *testing.M) {
 		fmt.Printf("build skfwd: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	if dataPath == "" {
+		dataPath = "userspace"
+	}
+	fmt.Printf("test/netns: every gateway runs with data-path %s\n", dataPath)
 	netlab.RemoveStale()
 	code := m.Run()
 	if left := netlab.Namespaces(); len(left) > 0 {
@@ -49,7 +57,7 @@ func TestMain(m *testing.M) {
 func newLab(t *testing.T) *netlab.Lab {
 	t.Helper()
 	goroutinesBefore := runtime.NumGoroutine()
-	lab := netlab.New(skfwdBin, t.TempDir(), nil)
+	lab := netlab.New(skfwdBin, t.TempDir(), map[string]string{"data-path": dataPath})
 	t.Cleanup(func() {
 		if err := lab.Close(); err != nil {
 			t.Errorf("lab close: %v", err)

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// loadResult is what `bench load` prints (JSON) for the orchestrator.
+type loadResult struct {
+	Conns     int      `json:"conns"`  // completed successfully
+	Errors    int      `json:"errors"` // failed
+	ElapsedNs int64    `json:"elapsed_ns"`
+	P50Ns     int64    `json:"p50_ns"`
+	P99Ns     int64    `json:"p99_ns"`
+	FirstErrs []string `json:"first_errors,omitempty"`
+	// Events: every connection (start, end, ok), with -events, for failover analysis.
+	Events []event `json:"events,omitempty"`
+	// TTFB: time to first byte of each probe, in the ttfb modes.
+	TTFBNs []int64 `json:"ttfb_ns,omitempty"`
+}
+
+// event is one client connection: unix nanoseconds.
+type event struct {
+	Start int64 `json:"s"`
+	End   int64 `json:"e"`
+	OK    bool  `json:"ok"`
+}
+
+// cmdLoad is the client, run inside the client namespace.
+//
+//   - mode echo: workers each loop connect, send 64 B, read the 64 B echo, close;
+//   - mode ttfb-client: sequential new connections, each sending 64 B at once; time from
+//     connect() to the first byte of the answer;
+//   - mode ttfb-server: the same, but the server speaks first (banner port).
+func cmdLoad(args []string) int {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	addrs := fs.String("addrs", "", "comma-separated host:port targets, used in turn")
+	mode := fs.String("mode", "echo", "echo, ttfb-client or ttfb-server")
+	workers := fs.Int("workers", 32, "concurrent workers (echo)")
+	duration := fs.Duration("duration", 10*time.Second, "how long (echo)")
+	probes := fs.Int("probes", 20, "connections (ttfb)")
+	gap := fs.Duration("gap", 100*time.Millisecond, "pause between probes (ttfb)")
+	withEvents := fs.Bool("events", false, "report every connection (echo)")
+	timeout := fs.Duration("timeout", 10*time.Second, "limit for one connection")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	targets := strings.Split(*addrs, ",")
+	if *addrs == "" {
+		fmt.Fprintln(os.Stderr, "load: -addrs is required")
+		return 2
+	}
+	var res loadResult
+	switch *mode {
+	case "echo":
+		res = echoLoad(targets, *workers, *duration, *timeout, *withEvents)
+	case "ttfb-client", "ttfb-server":
+		var err error
+		res, err = ttfbLoad(targets, *mode == "ttfb-server", *probes, *gap, *timeout)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "load: %v\n", err)
+			return 1
+		}
+	default:
+		fmt.Fprintf(os.Stderr, "load: unknown mode %q\n", *mode)
+		return 2
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+		return 1
+	}
+	return 0
+}
+
+func echoLoad(targets []string, workers int, duration, timeout time.Duration, withEvents bool) loadResult {
+	var (
+		next   atomic.Uint64
+		mu     sync.Mutex
+		lat    []int64
+		events []event
+		errs   []string
+		nerr   int
+		wg     sync.WaitGroup
+	)
+	start := time.Now()
+	stopAt := start.Add(duration)
+	msg := bytes.Repeat([]byte{'x'}, msgSize)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var myLat []int64
+			var myEv []event
+			buf := make([]byte, msgSize)
+			for time.Now().Before(stopAt) {
+				addr := targets[next.Add(1)%uint64(len(targets))]
+				t0 := time.Now()
+				err := echoOnce(addr, msg, buf, timeout)
+				t1 := time.Now()
+				if withEvents {
+					myEv = append(myEv, event{t0.UnixNano(), t1.UnixNano(), err == nil})
+				}
+				if err == nil {
+					myLat = append(myLat, t1.Sub(t0).Nanoseconds())
+					continue
+				}
+				mu.Lock()
+				nerr++
+				if len(errs) < 5 {
+					errs = append(errs, err.Error())
+				}
+				mu.Unlock()
+				time.Sleep(10 * time.Millisecond) // a failing target must not spin
+			}
+			mu.Lock()
+			lat = append(lat, myLat...)
+			events = append(events, myEv...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	slices.Sort(lat)
+	slices.SortFunc(events, func(a, b event) int { return int(a.Start - b.Start) })
+	return loadResult{Conns: len(lat), Errors: nerr, ElapsedNs: elapsed.Nanoseconds(),
+		P50Ns: percentile(lat, 50), P99Ns: percentile(lat, 99), FirstErrs: errs, Events: events}
+}
+
+// percentile of sorted values (nearest rank); 0 for none.
+func percentile(sorted []int64, p float64) int64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*p/100+0.5) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+func echoOnce(addr string, msg, buf []byte, timeout time.Duration) error {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.Write(msg); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return fmt.Errorf("read echo: %w", err)
+	}
+	if !bytes.Equal(buf, msg) {
+		return errors.New("echo differs from the request")
+	}
+	return nil
+}
+
+func ttfbLoad(targets []string, serverFirst bool, probes int, gap, timeout time.Duration) (loadResult, error) {
+	var res loadResult
+	msg := bytes.Repeat([]byte{'x'}, msgSize)
+	start := time.Now()
+	for i := range probes {
+		addr := targets[i%len(targets)]
+		t0 := time.Now()
+		c, err := net.DialTimeout("tcp", addr, timeout)
+		if err != nil {
+			return res, err
+		}
+		_ = c.SetDeadline(time.Now().Add(timeout))
+		if !serverFirst {
+			if _, err := c.Write(msg); err != nil {
+				c.Close()
+				return res, err
+			}
+		}
+		buf := make([]byte, msgSize)
+		_, err = io.ReadFull(c, buf[:1])
+		d := time.Since(t0)
+		if err == nil {
+			// The rest too, so the connection ends with a FIN, not a reset for unread data.
+			_, err = io.ReadFull(c, buf[1:])
+		}
+		c.Close()
+		if err != nil {
+			return res, fmt.Errorf("probe %d: %w", i, err)
+		}
+		res.TTFBNs = append(res.TTFBNs, d.Nanoseconds())
+		res.Conns++
+		time.Sleep(gap)
+	}
+	res.ElapsedNs = time.Since(start).Nanoseconds()
+	sorted := slices.Clone(res.TTFBNs)
+	slices.Sort(sorted)
+	res.P50Ns, res.P99Ns = percentile(sorted, 50), percentile(sorted, 99)
+	return res, nil
+}

@@ -1,0 +1,444 @@
+package datapath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/skfwd/skfwd/pkg/loader"
+	"golang.org/x/sys/unix"
+)
+
+// Kernel is the hybrid data path. Every connection starts on splice(2), the cheapest path for
+// short connections; one that proves to be bulk (promoteBytes in one direction, or
+// promoteAfter old) is promoted: both sockets go into the sockmap, and the verdict program in
+// bpf/skfwd.c moves each side's bytes to the other side's egress. Userspace then sees only end
+// of stream and errors. (Measured reasons: shared/sockmap-notes.md.)
+type Kernel struct {
+	objs         *loader.Objects
+	log          *slog.Logger
+	promoteBytes int64
+	promoteAfter time.Duration
+	always       bool
+	mon          *monitor
+
+	obs KernelObserver
+
+	// Stats, for status and metrics.
+	Promoted  atomic.Uint64 // connections moved to the kernel path
+	Fallbacks sync.Map      // reason -> *atomic.Uint64: connections that stayed in userspace
+	Active    atomic.Int64  // connections on the kernel path now
+}
+
+// KernelOptions configure NewKernel.
+type KernelOptions struct {
+	PromoteBytes int64         // bytes in one direction before promotion
+	PromoteAfter time.Duration // age before promotion
+	Always       bool          // promote every connection at once ("sockmap" mode)
+	MaxPromoted  int           // connections on the kernel path at once
+	Log          *slog.Logger
+	Observer     KernelObserver // nil: none
+}
+
+// KernelObserver hears of promotions and fallbacks (metrics).
+type KernelObserver interface {
+	Promoted()
+	FellBack(reason string)
+}
+
+// NewKernel loads the BPF objects and starts the end-of-stream monitor.
+func NewKernel(opts KernelOptions) (*Kernel, error) {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	objs, err := loader.Load(loader.Options{MaxSockets: uint32(2 * opts.MaxPromoted)})
+	if err != nil {
+		return nil, err
+	}
+	mon, err := newMonitor(opts.Log)
+	if err != nil {
+		objs.Close()
+		return nil, err
+	}
+	k := &Kernel{objs: objs, log: opts.Log, promoteBytes: opts.PromoteBytes, promoteAfter: opts.PromoteAfter, always: opts.Always, mon: mon, obs: opts.Observer}
+	return k, nil
+}
+
+// Close stops the monitor and releases the BPF objects. Connections still on the kernel path
+// are reset first.
+func (k *Kernel) Close() error {
+	k.mon.close()
+	return k.objs.Close()
+}
+
+// Mode implements Path.
+func (k *Kernel) Mode() string {
+	if k.always {
+		return "sockmap"
+	}
+	return "auto"
+}
+
+// Objects exposes the loaded maps (counts, entries) to the metrics and tests.
+func (k *Kernel) Objects() *loader.Objects { return k.objs }
+
+func ctxDone(ctx context.Context) bool { return ctx.Err() != nil }
+
+// waitActive waits until at least n connections are on the kernel path.
+func (k *Kernel) waitActive(n int64, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for k.Active.Load() < n {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
+// waitIdle waits until no connection is on the kernel path.
+func (k *Kernel) waitIdle(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for k.Active.Load() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
+func (k *Kernel) fallback(reason string) {
+	v, _ := k.Fallbacks.LoadOrStore(reason, new(atomic.Uint64))
+	v.(*atomic.Uint64).Add(1)
+	if k.obs != nil {
+		k.obs.FellBack(reason)
+	}
+}
+
+// Splice implements Path.
+func (k *Kernel) Splice(ctx context.Context, a, b *net.TCPConn) Result {
+	var res Result
+	if !k.always {
+		var done bool
+		if res, done = k.untilBulk(ctx, a, b); done {
+			return res
+		}
+	}
+	return k.promote(ctx, a, b, res)
+}
+
+// untilBulk splices in userspace until the connection proves bulk. It reports done when the
+// connection was finished here instead: it ended, failed, or half-closed (a socket whose peer
+// sent FIN cannot enter a sockhash, so such a connection stays in userspace to its end).
+func (k *Kernel) untilBulk(ctx context.Context, a, b *net.TCPConn) (Result, bool) {
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			// A read deadline in the past ends splice(2) cleanly: whatever it read has been
+			// written before it returns, so nothing is left in between.
+			_ = a.SetReadDeadline(time.Unix(1, 0))
+			_ = b.SetReadDeadline(time.Unix(1, 0))
+		})
+	}
+	timer := time.AfterFunc(k.promoteAfter, stop)
+	// Cancelled meanwhile: stop copying; the check below then resets both sides.
+	stopOnCancel := context.AfterFunc(ctx, stop)
+	type dirResult struct {
+		n   int64
+		eof bool
+		err error
+	}
+	var failOnce sync.Once
+	fail := func() {
+		// One direction failed: reset both now, which also ends the other direction's wait.
+		failOnce.Do(func() { Abort(a); Abort(b) })
+	}
+	run := func(dst, src *net.TCPConn) dirResult {
+		n, err := io.CopyN(dst, src, k.promoteBytes)
+		switch {
+		case err == nil: // the threshold: this connection is bulk
+			stop()
+			return dirResult{n: n}
+		case errors.Is(err, io.EOF):
+			if err := endOfStream(dst, src); err != nil {
+				fail()
+				return dirResult{n: n, err: err}
+			}
+			return dirResult{n: n, eof: true}
+		case errors.Is(err, os.ErrDeadlineExceeded) && !ctxDone(ctx):
+			return dirResult{n: n}
+		}
+		fail()
+		return dirResult{n: n, err: err}
+	}
+	var ab dirResult
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); ab = run(b, a) }()
+	ba := run(a, b)
+	wg.Wait()
+	timer.Stop()
+	stopOnCancel()
+	res := Result{AToB: ab.n, BToA: ba.n}
+	if ctx.Err() != nil && ab.err == nil && ba.err == nil {
+		ab.err = context.Cause(ctx)
+	}
+	if err := errors.Join(ab.err, ba.err); err != nil {
+		fail()
+		res.Err = err
+		return res, true
+	}
+	_ = a.SetReadDeadline(time.Time{})
+	_ = b.SetReadDeadline(time.Time{})
+	if !ab.eof && !ba.eof {
+		return res, false
+	}
+	k.fallback("half-closed")
+	// Finish the direction still open, if any, in userspace.
+	var rest Result
+	if !ab.eof || !ba.eof {
+		stopRest := context.AfterFunc(ctx, func() { Abort(a); Abort(b) })
+		if ab.eof {
+			rest.BToA, rest.Err = pipe(a, b)
+		} else {
+			rest.AToB, rest.Err = pipe(b, a)
+		}
+		stopRest()
+		rest.Err = errors.Join(rest.Err, ctx.Err())
+	}
+	if rest.Err != nil {
+		Abort(a)
+		Abort(b)
+	} else {
+		a.Close()
+		b.Close()
+	}
+	return Result{AToB: res.AToB + rest.AToB, BToA: res.BToA + rest.BToA, Err: rest.Err}, true
+}
+
+// promote moves both sockets to the kernel path and waits until the connection ends there.
+func (k *Kernel) promote(ctx context.Context, a, b *net.TCPConn, pre Result) Result {
+	pa, err := newPromotedSocket(a)
+	if err != nil {
+		k.fallback("socket")
+		return k.stayUserspace(ctx, a, b, pre)
+	}
+	pb, err := newPromotedSocket(b)
+	if err != nil {
+		pa.close()
+		k.fallback("socket")
+		return k.stayUserspace(ctx, a, b, pre)
+	}
+	pa.peer, pb.peer = pb, pa
+	// Hand on, in userspace, whatever is queued: the verdict is fed whole skbs from the
+	// receive queue and ignores how much of the first one userspace already read, so a
+	// partly read skb at insert would be forwarded again from its start (seen: a tunnel
+	// answer read by the gateway, delivered a second time to the client with the banner
+	// that shared its skb). After the drain the queue holds only whole skbs.
+	// Both directions at once: a drain that blocks writing to a peer gateway that is itself
+	// draining toward us would otherwise deadlock the pair of gateways.
+	var drainedAB int64
+	var errAB error
+	done := make(chan struct{})
+	go func() { drainedAB, errAB = drain(pa.fd, b); close(done) }()
+	drainedBA, errBA := drain(pb.fd, a)
+	<-done
+	pre.AToB += drainedAB
+	pre.BToA += drainedBA
+	if errors.Is(errAB, errBusy) || errors.Is(errBA, errBusy) {
+		pa.close()
+		pb.close()
+		k.fallback("busy")
+		return k.stayUserspace(ctx, a, b, pre)
+	}
+	if err := errors.Join(errAB, errBA); err != nil {
+		pa.close()
+		pb.close()
+		Abort(a)
+		Abort(b)
+		pre.Err = err
+		return pre
+	}
+	if err := k.insert(pa, pb); err != nil {
+		pa.close()
+		pb.close()
+		reason := "map"
+		switch {
+		case errors.Is(err, unix.EOPNOTSUPP):
+			reason = "not-established"
+		case errors.Is(err, unix.E2BIG), errors.Is(err, unix.ENOMEM), errors.Is(err, unix.ENOSPC):
+			reason = "map-full"
+		}
+		k.fallback(reason)
+		k.log.Warn("connection stays on the userspace path", "reason", reason, "err", err)
+		return k.stayUserspace(ctx, a, b, pre)
+	}
+	// Out of Go's netpoller: the kernel raises a readable wakeup per verdict batch, and we
+	// only want end of stream and errors (notes, pitfall 8). The sockets live on in pa/pb.
+	a.Close()
+	b.Close()
+	pa.pushQueued()
+	pb.pushQueued()
+	k.Promoted.Add(1)
+	if k.obs != nil {
+		k.obs.Promoted()
+	}
+	k.Active.Add(1)
+	defer k.Active.Add(-1)
+	c := &promotedConn{k: k, a: pa, b: pb, done: make(chan struct{})}
+	if err := k.mon.watch(c); err != nil {
+		c.abort(err)
+	}
+	stop := context.AfterFunc(ctx, func() { c.abort(context.Cause(ctx)) })
+	defer stop()
+	<-c.done
+	return Result{AToB: pre.AToB + c.res.AToB, BToA: pre.BToA + c.res.BToA, Err: c.res.Err}
+}
+
+// errBusy: bytes kept arriving as fast as drain read them, so the queue was never seen
+// empty; the connection stays on the userspace path, which handles that load anyway.
+var errBusy = errors.New("receive queue never empty")
+
+// maxDrain bounds a drain: a queue holds a few MiB at most, so reading far more means the
+// peer keeps it full.
+const maxDrain = 32 << 20
+
+// drain reads everything queued on fd now (without waiting) and writes it to dst.
+func drain(fd int, dst *net.TCPConn) (int64, error) {
+	var total int64
+	buf := make([]byte, 64<<10)
+	for {
+		if total > maxDrain {
+			return total, errBusy
+		}
+		n, err := unix.Read(fd, buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+		}
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			return total, nil
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return total, err
+		case n == 0:
+			// End of stream: the pair cannot enter the sockhash now; insert reports it
+			// (EOPNOTSUPP) and the connection carries on in userspace.
+			return total, nil
+		}
+	}
+}
+
+func (k *Kernel) stayUserspace(ctx context.Context, a, b *net.TCPConn, pre Result) Result {
+	r := Userspace{}.Splice(ctx, a, b)
+	return Result{AToB: pre.AToB + r.AToB, BToA: pre.BToA + r.BToA, Err: r.Err}
+}
+
+// insert puts a promoted pair into the maps in the only safe order: directions first (the
+// verdict needs them), then both sockets into the program-less target map, then both into
+// the verdict map; so a verdict never runs before its peer can be redirected to (notes,
+// pitfall 1). On error everything inserted is removed again.
+func (k *Kernel) insert(a, b *promotedSocket) (err error) {
+	m := k.objs
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+	for _, s := range []*promotedSocket{a, b} {
+		if err := m.Directions().Update(s.cookie, loader.Direction{Peer: s.peer.cookie}, ebpf.UpdateNoExist); err != nil {
+			return fmt.Errorf("directions: %w", err)
+		}
+		undo = append(undo, func() { _ = m.Directions().Delete(s.cookie) })
+	}
+	for _, mp := range []*ebpf.Map{m.Targets(), m.Sockets()} {
+		for _, s := range []*promotedSocket{a, b} {
+			if err := mp.Update(s.cookie, uint64(s.fd), ebpf.UpdateNoExist); err != nil {
+				return fmt.Errorf("%s: %w", mp, err)
+			}
+			undo = append(undo, func() { _ = mp.Delete(s.cookie) })
+		}
+	}
+	return nil
+}
+
+// remove takes a promoted pair out of the maps in teardown order: the verdict map first, so
+// no new bytes are redirected, then the targets, then the directions (read for the counts).
+func (k *Kernel) remove(a, b *promotedSocket) (ab, ba uint64) {
+	m := k.objs
+	for _, mp := range []*ebpf.Map{m.Sockets(), m.Targets()} {
+		_ = mp.Delete(a.cookie)
+		_ = mp.Delete(b.cookie)
+	}
+	var d loader.Direction
+	if m.Directions().Lookup(a.cookie, &d) == nil {
+		ab = d.Redirected
+	}
+	if m.Directions().Lookup(b.cookie, &d) == nil {
+		ba = d.Redirected
+	}
+	_ = m.Directions().Delete(a.cookie)
+	_ = m.Directions().Delete(b.cookie)
+	return ab, ba
+}
+
+// redirected reads how many bytes the kernel has moved from s to its peer.
+func (k *Kernel) redirected(s *promotedSocket) uint64 {
+	var d loader.Direction
+	if k.objs.Directions().Lookup(s.cookie, &d) != nil {
+		return 0
+	}
+	return d.Redirected
+}
+
+// KernelStats is what the kernel path holds now.
+type KernelStats struct {
+	Bytes int64 // forwarded by the kernel for the connections on its path now
+	Maps  []MapUsage
+}
+
+// MapUsage is one BPF map's fill.
+type MapUsage struct {
+	Name              string
+	Entries, Capacity int
+}
+
+// Stats reads, for metrics at scrape time, the bytes the kernel has forwarded for the
+// connections on its path now, and how full each map is.
+func (k *Kernel) Stats() (KernelStats, error) {
+	var st KernelStats
+	var cookie uint64
+	var d loader.Direction
+	it := k.objs.Directions().Iterate()
+	for it.Next(&cookie, &d) {
+		st.Bytes += int64(d.Redirected)
+	}
+	if err := it.Err(); err != nil {
+		return st, fmt.Errorf("read directions map: %w", err)
+	}
+	for name, m := range map[string]*ebpf.Map{
+		"sockets": k.objs.Sockets(), "targets": k.objs.Targets(), "directions": k.objs.Directions(),
+	} {
+		st.Maps = append(st.Maps, MapUsage{Name: name, Entries: countKeys[uint64](m), Capacity: int(m.MaxEntries())})
+	}
+	st.Maps = append(st.Maps, MapUsage{Name: "open_counts", Entries: countKeys[loader.OpenKey](k.objs.OpenCounts()), Capacity: int(k.objs.OpenCounts().MaxEntries())})
+	sort.Slice(st.Maps, func(i, j int) bool { return st.Maps[i].Name < st.Maps[j].Name })
+	return st, nil
+}

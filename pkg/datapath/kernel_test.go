@@ -1,0 +1,371 @@
+package datapath
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+func newKernel(t *testing.T, always bool, promoteBytes int64) *Kernel {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("kernel data path tests need root (CAP_BPF, CAP_NET_ADMIN); CI runs as root")
+	}
+	k, err := NewKernel(KernelOptions{PromoteBytes: promoteBytes, PromoteAfter: time.Hour, Always: always, MaxPromoted: 4096})
+	if err != nil {
+		t.Fatalf("kernel data path: %v", err)
+	}
+	t.Cleanup(func() {
+		// Connections closed by the tests end asynchronously (the monitor sees the FIN or
+		// reset); wait for that before checking that nothing was left behind.
+		if !k.waitIdle(5 * time.Second) {
+			t.Errorf("%d connections still on the kernel path 5s after the tests closed them", k.Active.Load())
+		}
+		for _, m := range []*ebpf.Map{k.objs.Sockets(), k.objs.Targets(), k.objs.Directions()} {
+			if n := entries(t, m); n != 0 {
+				t.Errorf("%v holds %d entries after every connection ended", m, n)
+			}
+		}
+		k.Close()
+	})
+	return k
+}
+
+func entries(t *testing.T, m *ebpf.Map) int {
+	t.Helper()
+	return countKeys[uint64](m)
+}
+
+// spliced is a connection through a Path: client A's bytes reach client B and back.
+type spliced struct {
+	clientA, clientB *net.TCPConn
+	result           chan Result
+}
+
+// splice makes two TCP connections on loopback and joins their server sides with p.
+// before runs once both server sides exist but before p gets them.
+func splice(t *testing.T, p Path, before func(a, b *net.TCPConn)) spliced {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dial := func() (client, server *net.TCPConn) {
+		c, err := net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.AcceptTCP()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, s
+	}
+	ca, sa := dial()
+	cb, sb := dial()
+	if before != nil {
+		before(ca, cb)
+	}
+	s := spliced{clientA: ca, clientB: cb, result: make(chan Result, 1)}
+	go func() { s.result <- p.Splice(context.Background(), sa, sb) }()
+	t.Cleanup(func() { ca.Close(); cb.Close() })
+	return s
+}
+
+func (s spliced) wait(t *testing.T) Result {
+	t.Helper()
+	select {
+	case r := <-s.result:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("splice did not end within 10s of both sides closing")
+	}
+	return Result{}
+}
+
+// sendAndCheck sends n random bytes from src and reads them at dst, comparing checksums;
+// src half-closes after its bytes, and dst must then see end of stream.
+func sendAndCheck(t *testing.T, src, dst *net.TCPConn, n int64, seed uint64) error {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	sent := sha256.New()
+	errc := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 256<<10)
+		left := n
+		for left > 0 {
+			k := min(int64(len(buf)), left)
+			for i := range buf[:k] {
+				buf[i] = byte(rng.Uint32())
+			}
+			sent.Write(buf[:k])
+			if _, err := src.Write(buf[:k]); err != nil {
+				errc <- err
+				return
+			}
+			left -= k
+		}
+		errc <- src.CloseWrite()
+	}()
+	got := sha256.New()
+	_ = dst.SetReadDeadline(time.Now().Add(30 * time.Second))
+	m, err := io.Copy(got, dst)
+	if err != nil {
+		return err
+	}
+	if err := <-errc; err != nil {
+		return err
+	}
+	if m != n {
+		return errors.New("byte count differs")
+	}
+	if !bytes.Equal(got.Sum(nil), sent.Sum(nil)) {
+		return errors.New("checksum differs")
+	}
+	return nil
+}
+
+func TestKernelPathChecksummedBothWaysWithHalfClose(t *testing.T) {
+	k := newKernel(t, true, 1)
+	s := splice(t, k, nil)
+	if !k.waitActive(1, 3*time.Second) {
+		t.Fatalf("not promoted: %v", fallbacks(k))
+	}
+	const n = 64 << 20
+	var wg sync.WaitGroup
+	var errAB, errBA error
+	wg.Add(2)
+	go func() { defer wg.Done(); errAB = sendAndCheck(t, s.clientA, s.clientB, n, 1) }()
+	go func() { defer wg.Done(); errBA = sendAndCheck(t, s.clientB, s.clientA, n, 2) }()
+	wg.Wait()
+	if errAB != nil || errBA != nil {
+		t.Fatalf("a->b: %v, b->a: %v", errAB, errBA)
+	}
+	r := s.wait(t)
+	if r.Err != nil || r.AToB != n || r.BToA != n {
+		t.Fatalf("result %+v, want %d each way and no error", r, n)
+	}
+	if k.Promoted.Load() != 1 {
+		t.Fatalf("promoted %d connections, want 1", k.Promoted.Load())
+	}
+}
+
+func TestKernelPathHalfCloseOneWayThenTheOther(t *testing.T) {
+	k := newKernel(t, true, 1)
+	s := splice(t, k, nil)
+	if !k.waitActive(1, 3*time.Second) {
+		t.Fatalf("not promoted: %v", fallbacks(k))
+	}
+	// A finishes first; B keeps talking for a while after A's end of stream arrived.
+	if err := sendAndCheck(t, s.clientA, s.clientB, 1<<20, 3); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if err := sendAndCheck(t, s.clientB, s.clientA, 3<<20, 4); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.wait(t); r.Err != nil || r.AToB != 1<<20 || r.BToA != 3<<20 {
+		t.Fatalf("result %+v", r)
+	}
+}
+
+// TestKernelPathBytesQueuedBeforePromotion: bytes that arrived before the sockets entered the
+// sockmap, with nothing sent after them, must still be delivered (a request waiting for its
+// answer, a server's banner).
+func TestKernelPathBytesQueuedBeforePromotion(t *testing.T) {
+	k := newKernel(t, true, 1)
+	s := splice(t, k, func(a, b *net.TCPConn) {
+		_, _ = a.Write([]byte("request from a"))
+		_, _ = b.Write([]byte("banner from b"))
+		time.Sleep(20 * time.Millisecond) // let both land in the receive queues
+	})
+	if !k.waitActive(1, 3*time.Second) {
+		t.Fatalf("the pair was not promoted (fallbacks: %v)", fallbacks(k))
+	}
+	for _, c := range []struct {
+		conn *net.TCPConn
+		want string
+	}{{s.clientB, "request from a"}, {s.clientA, "banner from b"}} {
+		got := make([]byte, len(c.want))
+		_ = c.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+		if _, err := io.ReadFull(c.conn, got); err != nil || string(got) != c.want {
+			t.Fatalf("got %q, %v; want %q", got, err, c.want)
+		}
+	}
+	// And the kernel path carries on from there.
+	if err := sendAndCheck(t, s.clientA, s.clientB, 1<<20, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendAndCheck(t, s.clientB, s.clientA, 1<<20, 11); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.wait(t); r.Err != nil || r.AToB != 1<<20+14 || r.BToA != 1<<20+13 {
+		t.Fatalf("result %+v", r)
+	}
+}
+
+func fallbacks(k *Kernel) map[string]uint64 {
+	out := map[string]uint64{}
+	k.Fallbacks.Range(func(key, v any) bool {
+		out[key.(string)] = v.(interface{ Load() uint64 }).Load()
+		return true
+	})
+	return out
+}
+
+func TestKernelPathResetEitherWay(t *testing.T) {
+	k := newKernel(t, true, 1)
+	for _, aResets := range []bool{true, false} {
+		s := splice(t, k, nil)
+		resetter, other := s.clientA, s.clientB
+		if !aResets {
+			resetter, other = s.clientB, s.clientA
+		}
+		if err := resetter.SetLinger(0); err != nil {
+			t.Fatal(err)
+		}
+		// Make sure the pair is on the kernel path before the reset.
+		_, _ = resetter.Write([]byte("x"))
+		one := make([]byte, 1)
+		_ = other.SetReadDeadline(time.Now().Add(3 * time.Second))
+		if _, err := io.ReadFull(other, one); err != nil {
+			t.Fatal(err)
+		}
+		resetter.Close()
+		_, err := other.Read(one)
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("reset by a=%v: the other side read %v, want ECONNRESET", aResets, err)
+		}
+		if r := s.wait(t); r.Err == nil {
+			t.Fatalf("reset by a=%v: splice ended without error", aResets)
+		}
+	}
+}
+
+// TestKernelPathHalfClosedBeforePromotion: a socket whose peer already sent FIN cannot enter a
+// sockhash (EOPNOTSUPP); the connection must carry on in userspace, intact.
+func TestKernelPathHalfClosedBeforePromotion(t *testing.T) {
+	k := newKernel(t, true, 1)
+	s := splice(t, k, func(a, b *net.TCPConn) {
+		_, _ = a.Write([]byte("all of it"))
+		_ = a.CloseWrite()
+		time.Sleep(20 * time.Millisecond)
+	})
+	_ = s.clientB.SetReadDeadline(time.Now().Add(3 * time.Second))
+	got, err := io.ReadAll(s.clientB)
+	if err != nil || string(got) != "all of it" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if err := sendAndCheck(t, s.clientB, s.clientA, 1<<20, 5); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.wait(t); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if v, ok := k.Fallbacks.Load("not-established"); !ok || v.(interface{ Load() uint64 }).Load() != 1 {
+		t.Fatalf("want one fallback counted as not-established")
+	}
+}
+
+func TestAutoPromotesOnlyBulk(t *testing.T) {
+	k := newKernel(t, false, 1<<20)
+	short := splice(t, k, nil)
+	if err := sendAndCheck(t, short.clientA, short.clientB, 1000, 6); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendAndCheck(t, short.clientB, short.clientA, 1000, 7); err != nil {
+		t.Fatal(err)
+	}
+	short.wait(t)
+	if k.Promoted.Load() != 0 {
+		t.Fatalf("a 1000-byte exchange was promoted")
+	}
+	bulk := splice(t, k, nil)
+	if err := sendAndCheck(t, bulk.clientA, bulk.clientB, 32<<20, 8); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendAndCheck(t, bulk.clientB, bulk.clientA, 10, 9); err != nil {
+		t.Fatal(err)
+	}
+	if r := bulk.wait(t); r.Err != nil || r.AToB != 32<<20 || r.BToA != 10 {
+		t.Fatalf("result %+v", r)
+	}
+	if k.Promoted.Load() != 1 {
+		t.Fatalf("a 32 MiB transfer was not promoted")
+	}
+}
+
+func TestSelfTestAndSelect(t *testing.T) {
+	k := newKernel(t, false, 1<<20)
+	if err := k.SelfTest(); err != nil {
+		t.Fatalf("self-test: %v", err)
+	}
+	p, fallback, err := Select(ModeUserspace, KernelOptions{})
+	if err != nil || p.Mode() != "userspace" || fallback != "" {
+		t.Fatalf("userspace: %v %q %v", p, fallback, err)
+	}
+	if _, _, err := Select("turbo", KernelOptions{}); err == nil {
+		t.Fatal("unknown mode accepted")
+	}
+	p, fallback, err = Select(ModeSockmap, KernelOptions{PromoteBytes: 1, PromoteAfter: time.Hour, MaxPromoted: 64})
+	if err != nil || p.Mode() != "sockmap" || fallback != "" {
+		t.Fatalf("sockmap: %v %q %v", p, fallback, err)
+	}
+	p.(*Kernel).Close()
+}
+
+func TestMapCounts(t *testing.T) {
+	k := newKernel(t, false, 1<<20)
+	c := k.Counts()
+	r1 := c.Acquire("db", "east")
+	r2 := c.Acquire("db", "east")
+	r3 := c.Acquire("db", "@local")
+	if c.Open("db", "east") != 2 || c.Open("db", "@local") != 1 || c.Open("web", "east") != 0 {
+		t.Fatalf("counts %d %d %d", c.Open("db", "east"), c.Open("db", "@local"), c.Open("web", "east"))
+	}
+	r1()
+	r1() // idempotent
+	if c.Open("db", "east") != 1 {
+		t.Fatalf("after one release: %d", c.Open("db", "east"))
+	}
+	r2()
+	r3()
+	if n := c.Entries(); n != 0 {
+		t.Fatalf("map holds %d entries with nothing open", n)
+	}
+}
+
+// TestAutoPromotesMidTransferBothWays: promotion while bytes flow both ways at once, with
+// checksums; the userspace phase is stopped mid-stream and the kernel takes over.
+func TestAutoPromotesMidTransferBothWays(t *testing.T) {
+	k := newKernel(t, false, 1<<20)
+	s := splice(t, k, nil)
+	const n = 32 << 20
+	var wg sync.WaitGroup
+	var errAB, errBA error
+	wg.Add(2)
+	go func() { defer wg.Done(); errAB = sendAndCheck(t, s.clientA, s.clientB, n, 21) }()
+	go func() { defer wg.Done(); errBA = sendAndCheck(t, s.clientB, s.clientA, n, 22) }()
+	wg.Wait()
+	if errAB != nil || errBA != nil {
+		t.Fatalf("a->b: %v, b->a: %v", errAB, errBA)
+	}
+	if r := s.wait(t); r.Err != nil || r.AToB != n || r.BToA != n {
+		t.Fatalf("result %+v", r)
+	}
+	if k.Promoted.Load() != 1 {
+		t.Fatalf("not promoted: %v", fallbacks(k))
+	}
+	t.Logf("promoted %d, fallbacks %v", k.Promoted.Load(), fallbacks(k))
+}

@@ -1,0 +1,87 @@
+package gateway
+
+import (
+	"sort"
+	"strings"
+
+	"github.com/skfwd/skfwd/pkg/datapath"
+	"github.com/skfwd/skfwd/pkg/metrics"
+)
+
+// watchMetrics points the metrics' scrape-time collector at this gateway and, when the data
+// path keeps counts in BPF maps, at the data path.
+func (g *Gateway) watchMetrics() {
+	if g.metrics == nil {
+		return
+	}
+	var keys []string
+	for _, l := range g.listeners {
+		keys = append(keys, l.cfg.RoutingKey)
+	}
+	g.metrics.ListenerKeys(keys)
+	var kernel metrics.KernelSource
+	if k, ok := g.path.(*datapath.Kernel); ok {
+		kernel = kernelSource{k}
+	}
+	g.metrics.SetSource(g, kernel)
+}
+
+// kernelSource reads the kernel path's maps for the metrics.
+type kernelSource struct{ k *datapath.Kernel }
+
+func (s kernelSource) KernelState() (metrics.KernelState, error) {
+	st, err := s.k.Stats()
+	ks := metrics.KernelState{Bytes: st.Bytes}
+	for _, m := range st.Maps {
+		ks.Maps = append(ks.Maps, metrics.MapUsage{Name: m.Name, Entries: m.Entries, Capacity: m.Capacity})
+	}
+	return ks, err
+}
+
+// MetricsState implements metrics.Source: the site's state at a scrape, from the same data as
+// Status.
+func (g *Gateway) MetricsState() metrics.State {
+	st := g.Status()
+	ms := metrics.State{DataPath: st.DataPath, InProgress: st.InProgress}
+	g.open.Each(func(key, target string, n int) {
+		o := metrics.Open{RoutingKey: key, DestSite: target, N: n}
+		if name, local := strings.CutPrefix(target, "@"); local {
+			o.DestSite, o.Connector = g.self, name
+		}
+		ms.Open = append(ms.Open, o)
+	})
+	sort.Slice(ms.Open, func(i, j int) bool {
+		a, b := ms.Open[i], ms.Open[j]
+		return a.RoutingKey+"\x00"+a.DestSite+"\x00"+a.Connector < b.RoutingKey+"\x00"+b.DestSite+"\x00"+b.Connector
+	})
+	listened := map[string]bool{}
+	for _, l := range st.Listeners {
+		listened[l.RoutingKey] = true
+		ms.Listeners = append(ms.Listeners, metrics.Listener{Name: l.Name, RoutingKey: l.RoutingKey, Accepting: l.Accepting})
+	}
+	for _, svc := range st.Services {
+		if !listened[svc.RoutingKey] {
+			continue // a key only served here has no selection to show
+		}
+		s := metrics.Service{RoutingKey: svc.RoutingKey}
+		for _, c := range svc.Candidates {
+			mc := metrics.Candidate{DestSite: c.Target, PathCost: c.PathCost, Score: c.Score}
+			if c.Local {
+				mc.DestSite, mc.Connector = g.self, c.Target
+			}
+			s.Candidates = append(s.Candidates, mc)
+		}
+		ms.Services = append(ms.Services, s)
+	}
+	for _, c := range st.Connectors {
+		ms.Connectors = append(ms.Connectors, metrics.Connector{Name: c.Name, RoutingKey: c.RoutingKey, Up: c.Healthy})
+	}
+	for _, l := range st.Links {
+		ms.Links = append(ms.Links, metrics.Link{Name: l.Name, Peer: l.Peer, Role: l.Role, Up: l.State == "up",
+			Cost: l.Cost, RTT: l.RTT, IdleOwn: l.IdleTunnels, IdlePeer: l.PeerTunnels, Active: l.Active})
+	}
+	for _, r := range st.Routes {
+		ms.Routes = append(ms.Routes, metrics.Route{Dest: r.Dest, NextHop: r.NextHop, Cost: r.Cost})
+	}
+	return ms
+}

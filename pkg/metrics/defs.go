@@ -1,0 +1,192 @@
+package metrics
+
+// Kind is a Prometheus metric type.
+type Kind string
+
+// Metric kinds.
+const (
+	Counter   Kind = "counter"
+	Gauge     Kind = "gauge"
+	Histogram Kind = "histogram"
+)
+
+// Def describes one metric: the single place its name, help and labels are written, used to
+// build it and to generate the reference.
+type Def struct {
+	Name   string
+	Kind   Kind
+	Help   string
+	Labels []string
+	// Scrape is true for metrics read at scrape time from the gateway's state; false for
+	// events counted as they happen.
+	Scrape bool
+	// Note is extra text for the reference only: when the metric appears, what to watch.
+	Note string
+}
+
+// Reasons a connection attempt fails (label reason). The tunnel protocol's refusal reasons
+// come from the destination site; the others are seen at the ingress.
+const (
+	ReasonBackendRefused    = "backend-refused"     // the destination's backend refused the connect
+	ReasonBackendTimeout    = "backend-timeout"     // the destination's backend did not answer the connect in time
+	ReasonNoConnector       = "no-connector"        // the destination has no healthy connector for the key
+	ReasonNoRoute           = "no-route"            // no route to the destination (at the ingress or a transit site)
+	ReasonNoTunnel          = "no-tunnel"           // no tunnel to the next hop could be had in time
+	ReasonShuttingDown      = "shutting-down"       // the destination is stopping
+	ReasonBadRequest        = "bad-request"         // the destination could not read the request
+	ReasonConnectFailed     = "connect-failed"      // a local connector refused the connect
+	ReasonConnectTimeout    = "connect-timeout"     // a local connector did not answer the connect in time
+	ReasonLinkDown          = "link-down"           // no link up to the next hop
+	ReasonLinkLost          = "link-lost"           // the tunnel failed before the destination answered
+	ReasonAnswerTimeout     = "answer-timeout"      // the destination did not answer within answer-timeout
+	ReasonResetBeforeCommit = "reset-before-commit" // the target accepted, then failed before any byte was exchanged
+)
+
+// Reasons lists every value of the reason label.
+var Reasons = []string{
+	ReasonBackendRefused, ReasonBackendTimeout, ReasonNoConnector, ReasonNoRoute, ReasonNoTunnel,
+	ReasonShuttingDown, ReasonBadRequest, ReasonConnectFailed, ReasonConnectTimeout, ReasonLinkDown,
+	ReasonLinkLost, ReasonAnswerTimeout, ReasonResetBeforeCommit,
+}
+
+// Outcomes of a connection that reached a target (label outcome).
+const (
+	OutcomeOK    = "ok"    // both directions ended with a FIN
+	OutcomeReset = "reset" // either side reset, or a link under the connection died
+)
+
+// Directions of bytes (label direction).
+const (
+	ToTarget = "to_target" // from the client toward the backend
+	ToClient = "to_client" // from the backend toward the client
+)
+
+// LabelHelp explains every label used, for the reference.
+var LabelHelp = map[string]string{
+	"site":        "the site whose gateway exports the series (constant on every series)",
+	"routing_key": "a Listener's or Connector's routingKey",
+	"dest_site":   "the site where the connection reaches its backend (this site for a local connector)",
+	"source_site": "the site whose listener accepted the connection",
+	"connector":   "a Connector's name at the destination site; empty for a remote site seen from the ingress",
+	"listener":    "a Listener's name",
+	"link":        "a Link's name (on the accepting side, the credential name, which is the same)",
+	"peer_site":   "the site at the other end of a link; empty while a dialed link has never been up",
+	"role":        "`dialer` or `acceptor`: which end of the link this site is",
+	"pool":        "`own`: idle tunnels for this site's requests; `peer`: tunnels waiting for the peer's requests",
+	"next_hop":    "the neighbor site a route leaves through",
+	"reason":      "why an attempt failed, one of: " + joinCode(Reasons),
+	"outcome":     "`ok` (both directions ended with a FIN) or `reset`",
+	"direction":   "`to_target` (client to backend) or `to_client` (backend to client)",
+	"mode":        "the data path: `userspace` (splice(2)), `sockmap` or `auto`",
+	"map":         "a BPF map of the kernel data path",
+	"collector":   "which scrape-time source failed",
+	"version":     "skfwd's version (`git describe` at build)",
+	"goversion":   "the Go toolchain that built it",
+}
+
+func joinCode(vs []string) string {
+	s := ""
+	for i, v := range vs {
+		if i > 0 {
+			s += ", "
+		}
+		s += "`" + v + "`"
+	}
+	return s
+}
+
+// Definitions of every metric, in reference order. The names carry the skfwd_ prefix.
+var (
+	defAccepted = Def{Name: "skfwd_connections_accepted_total", Kind: Counter, Labels: []string{"routing_key"},
+		Help: "Client connections accepted by this site's listeners."}
+	defOpened = Def{Name: "skfwd_connections_opened_total", Kind: Counter, Labels: []string{"routing_key", "dest_site"},
+		Help: "Client connections accepted here that reached a target (committed), by destination site."}
+	defClosed = Def{Name: "skfwd_connections_closed_total", Kind: Counter, Labels: []string{"routing_key", "dest_site", "outcome"},
+		Help: "Client connections accepted here that reached a target and have ended."}
+	defFailed = Def{Name: "skfwd_connections_failed_total", Kind: Counter, Labels: []string{"routing_key"},
+		Help: "Client connections accepted here that no candidate could take; the client saw a reset.",
+		Note: "Non-zero only when every candidate failed (or none existed) while the listener was still open."}
+	defOpen = Def{Name: "skfwd_connections_open", Kind: Gauge, Scrape: true, Labels: []string{"routing_key", "dest_site", "connector"},
+		Help: "Connections this site holds open now, per target: the open(k, d) term of the selector's score.",
+		Note: "Read from the open-connection counts the selector uses (in-process table, or BPF maps on the kernel path). At the destination, connections delivered to a local connector for another site count here too."}
+	defInProgress = Def{Name: "skfwd_connections_in_progress", Kind: Gauge, Scrape: true,
+		Help: "Client connections and tunnels being served by this site now."}
+	defSetup = Def{Name: "skfwd_connection_setup_seconds", Kind: Histogram, Labels: []string{"routing_key", "dest_site"},
+		Help: "Time from accepting a client connection to its target committing (first byte exchanged), retries included."}
+	defBytes = Def{Name: "skfwd_connection_bytes_total", Kind: Counter, Labels: []string{"routing_key", "dest_site", "direction"},
+		Help: "Bytes carried by connections accepted here, counted when each connection ends."}
+	defAttemptFailures = Def{Name: "skfwd_connection_attempt_failures_total", Kind: Counter, Labels: []string{"routing_key", "dest_site", "reason"},
+		Help: "Attempts to place a client connection on a target that failed, by target and reason."}
+	defRetries = Def{Name: "skfwd_connection_retries_total", Kind: Counter, Labels: []string{"routing_key", "reason"},
+		Help: "Failed attempts after which the connection was tried on the next candidate, by the reason of the failure."}
+	defDelivered = Def{Name: "skfwd_connections_delivered_total", Kind: Counter, Labels: []string{"routing_key", "source_site", "connector"},
+		Help: "Connections from other sites that this site delivered to a local connector."}
+	defRefused = Def{Name: "skfwd_requests_refused_total", Kind: Counter, Labels: []string{"routing_key", "source_site", "reason"},
+		Help: "Requests from other sites that this site refused, by reason; the ingress then tries its next candidate."}
+
+	defScore = Def{Name: "skfwd_selector_score", Kind: Gauge, Scrape: true, Labels: []string{"routing_key", "dest_site", "connector"},
+		Help: "Score of each candidate for a routing key with a listener here (path cost + open connections); the lowest takes the next connection."}
+	defPathCost = Def{Name: "skfwd_selector_path_cost", Kind: Gauge, Scrape: true, Labels: []string{"routing_key", "dest_site", "connector"},
+		Help: "Path cost of each candidate for a routing key with a listener here (0 for a local connector)."}
+	defCandidates = Def{Name: "skfwd_routing_key_candidates", Kind: Gauge, Scrape: true, Labels: []string{"routing_key"},
+		Help: "Candidates (healthy local connectors and reachable sites advertising the key) for each routing key with a listener here.",
+		Note: "0 means clients of this key are refused: see the SkfwdNoCandidate alert."}
+	defListener = Def{Name: "skfwd_listener_accepting", Kind: Gauge, Scrape: true, Labels: []string{"listener", "routing_key"},
+		Help: "1 while the listener accepts connections; 0 while it is closed (no candidate) or cannot reopen."}
+	defConnectorUp = Def{Name: "skfwd_connector_up", Kind: Gauge, Scrape: true, Labels: []string{"connector", "routing_key"},
+		Help: "1 while the connector's backend answers its health probe (TCP connect), else 0."}
+
+	defLinkUp = Def{Name: "skfwd_link_up", Kind: Gauge, Scrape: true, Labels: []string{"link", "peer_site", "role"},
+		Help: "1 while the link's session is up, 0 while a dialed link is connecting.",
+		Note: "An accepted link that goes down disappears instead (the accepting side does not know it should exist); its dialer shows 0."}
+	defLinkCost = Def{Name: "skfwd_link_cost", Kind: Gauge, Scrape: true, Labels: []string{"link", "peer_site", "role"},
+		Help: "The link's cost: the higher of the costs configured at its two ends."}
+	defLinkRTT = Def{Name: "skfwd_link_rtt_seconds", Kind: Gauge, Scrape: true, Labels: []string{"link", "peer_site", "role"},
+		Help: "Round-trip time of the link's last heartbeat; up links only."}
+	defHeartbeatMisses = Def{Name: "skfwd_link_heartbeat_misses_total", Kind: Counter, Labels: []string{"link", "peer_site"},
+		Help: "Heartbeat intervals in which nothing arrived from the peer; link-dead-time of them ends the link."}
+	defPoolIdle = Def{Name: "skfwd_tunnel_pool_size", Kind: Gauge, Scrape: true, Labels: []string{"link", "peer_site", "pool"},
+		Help: "Idle tunnels in each pool of an up link."}
+	defTunnelsActive = Def{Name: "skfwd_tunnels_active", Kind: Gauge, Scrape: true, Labels: []string{"link", "peer_site"},
+		Help: "Tunnels of an up link carrying a connection now."}
+	defPoolMisses = Def{Name: "skfwd_tunnel_pool_misses_total", Kind: Counter, Labels: []string{"link", "peer_site"},
+		Help: "Connections that found no idle tunnel and waited for a new one; each miss grows the pool."}
+	defRouteCost = Def{Name: "skfwd_route_cost", Kind: Gauge, Scrape: true, Labels: []string{"dest_site", "next_hop"},
+		Help: "Cost of the least-cost path to each reachable site."}
+
+	defDataPath = Def{Name: "skfwd_datapath_mode", Kind: Gauge, Scrape: true, Labels: []string{"mode"},
+		Help: "1 for the data path in use."}
+	defPromotions = Def{Name: "skfwd_kernel_promotions_total", Kind: Counter,
+		Help: "Connections moved from the userspace path to the kernel (sockmap) path."}
+	defDemotions = Def{Name: "skfwd_kernel_demotions_total", Kind: Counter, Labels: []string{"reason"},
+		Help: "Connections moved back from the kernel path to the userspace path, by reason.",
+		Note: "The reason values are the kernel data path's own; no series exists until the first demotion."}
+	defFallbacks = Def{Name: "skfwd_kernel_fallbacks_total", Kind: Counter, Labels: []string{"reason"},
+		Help: "Connections that stayed on the userspace path although the kernel path was wanted, by reason.",
+		Note: "The reason values are the kernel data path's own; no series exists until the first fallback."}
+	defKernelBytes = Def{Name: "skfwd_kernel_bytes", Kind: Gauge, Scrape: true,
+		Help: "Bytes forwarded by the kernel path for connections open now (read from BPF maps).",
+		Note: "Present only when the data path is the kernel path."}
+	defMapEntries = Def{Name: "skfwd_bpf_map_entries", Kind: Gauge, Scrape: true, Labels: []string{"map"},
+		Help: "Entries in each BPF map of the kernel path.", Note: "Present only when the data path is the kernel path."}
+	defMapCapacity = Def{Name: "skfwd_bpf_map_capacity", Kind: Gauge, Scrape: true, Labels: []string{"map"},
+		Help: "Maximum entries of each BPF map of the kernel path.", Note: "Present only when the data path is the kernel path."}
+	defCollectErrors = Def{Name: "skfwd_collect_errors_total", Kind: Counter, Scrape: true, Labels: []string{"collector"},
+		Help: "Scrapes in which a scrape-time source failed; the metrics it supplies are missing from that scrape."}
+	defBuildInfo = Def{Name: "skfwd_build_info", Kind: Gauge, Labels: []string{"version", "goversion"},
+		Help: "Always 1; the labels say which build runs."}
+)
+
+// Definitions lists every metric, in reference order.
+var Definitions = []Def{
+	defAccepted, defOpened, defClosed, defFailed, defOpen, defInProgress, defSetup, defBytes,
+	defAttemptFailures, defRetries, defDelivered, defRefused,
+	defScore, defPathCost, defCandidates, defListener, defConnectorUp,
+	defLinkUp, defLinkCost, defLinkRTT, defHeartbeatMisses, defPoolIdle, defTunnelsActive, defPoolMisses, defRouteCost,
+	defDataPath, defPromotions, defDemotions, defFallbacks, defKernelBytes, defMapEntries, defMapCapacity,
+	defCollectErrors, defBuildInfo,
+}
+
+// SetupBuckets are the setup latency histogram's buckets (seconds): from a local backend's
+// sub-millisecond connect to a link declared dead after link-dead-time and a retry elsewhere.
+var SetupBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}

@@ -1,0 +1,221 @@
+package metrics
+
+import (
+	"net/http"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics is one site's metrics on a private registry. Its event methods are safe for
+// concurrent use and do nothing on a nil *Metrics.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	accepted        *prometheus.CounterVec
+	opened          *prometheus.CounterVec
+	closed          *prometheus.CounterVec
+	failed          *prometheus.CounterVec
+	setup           *prometheus.HistogramVec
+	bytes           *prometheus.CounterVec
+	attemptFailures *prometheus.CounterVec
+	retries         *prometheus.CounterVec
+	delivered       *prometheus.CounterVec
+	refused         *prometheus.CounterVec
+	heartbeatMisses *prometheus.CounterVec
+	poolMisses      *prometheus.CounterVec
+	promotions      prometheus.Counter
+	demotions       *prometheus.CounterVec
+	fallbacks       *prometheus.CounterVec
+
+	state *stateCollector
+}
+
+// New makes the metrics of site, built as version. Nothing is read at scrape time until
+// SetSource is called.
+func New(site, version string) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	// Every series carries site=, so one Prometheus scraping every site needs no relabelling.
+	r := prometheus.WrapRegistererWith(prometheus.Labels{"site": site}, m.reg)
+	counter := func(d Def) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: d.Name, Help: d.Help}, d.Labels)
+		r.MustRegister(c)
+		return c
+	}
+	m.accepted = counter(defAccepted)
+	m.opened = counter(defOpened)
+	m.closed = counter(defClosed)
+	m.failed = counter(defFailed)
+	m.bytes = counter(defBytes)
+	m.attemptFailures = counter(defAttemptFailures)
+	m.retries = counter(defRetries)
+	m.delivered = counter(defDelivered)
+	m.refused = counter(defRefused)
+	m.heartbeatMisses = counter(defHeartbeatMisses)
+	m.poolMisses = counter(defPoolMisses)
+	m.demotions = counter(defDemotions)
+	m.fallbacks = counter(defFallbacks)
+	m.setup = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: defSetup.Name, Help: defSetup.Help, Buckets: SetupBuckets}, defSetup.Labels)
+	r.MustRegister(m.setup)
+	m.promotions = prometheus.NewCounter(prometheus.CounterOpts{Name: defPromotions.Name, Help: defPromotions.Help})
+	r.MustRegister(m.promotions)
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: defBuildInfo.Name, Help: defBuildInfo.Help}, defBuildInfo.Labels)
+	info.WithLabelValues(version, runtime.Version()).Set(1)
+	r.MustRegister(info)
+	m.state = &stateCollector{}
+	r.MustRegister(m.state)
+	return m
+}
+
+// Handler serves the metrics in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Registry is the private registry, for tests and for adding the Go runtime's collectors.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// SetSource sets where scrape-time metrics are read; kernel may be nil (userspace path).
+func (m *Metrics) SetSource(src Source, kernel KernelSource) {
+	if m == nil {
+		return
+	}
+	m.state.set(src, kernel)
+}
+
+// ListenerKeys pre-creates the per-routing-key event series of the keys this site listens
+// for, so rate() and increase() see them from the first scrape, not from the first event.
+func (m *Metrics) ListenerKeys(keys []string) {
+	if m == nil {
+		return
+	}
+	for _, k := range keys {
+		m.accepted.WithLabelValues(k)
+		m.failed.WithLabelValues(k)
+	}
+}
+
+// Accepted counts a client connection accepted for key.
+func (m *Metrics) Accepted(key string) {
+	if m == nil {
+		return
+	}
+	m.accepted.WithLabelValues(key).Inc()
+}
+
+// Committed counts a client connection for key bound to its target at dest, setup after it
+// was accepted.
+func (m *Metrics) Committed(key, dest string, setup time.Duration) {
+	if m == nil {
+		return
+	}
+	m.opened.WithLabelValues(key, dest).Inc()
+	m.setup.WithLabelValues(key, dest).Observe(setup.Seconds())
+}
+
+// Closed counts the end of a committed connection and the bytes it carried.
+func (m *Metrics) Closed(key, dest, outcome string, toTarget, toClient int64) {
+	if m == nil {
+		return
+	}
+	m.closed.WithLabelValues(key, dest, outcome).Inc()
+	m.bytes.WithLabelValues(key, dest, ToTarget).Add(float64(toTarget))
+	m.bytes.WithLabelValues(key, dest, ToClient).Add(float64(toClient))
+}
+
+// AttemptFailed counts one failed attempt to place a connection for key on a target at dest.
+func (m *Metrics) AttemptFailed(key, dest, reason string) {
+	if m == nil {
+		return
+	}
+	m.attemptFailures.WithLabelValues(key, dest, reason).Inc()
+}
+
+// Retried counts a connection for key tried on its next candidate after a failure for reason.
+func (m *Metrics) Retried(key, reason string) {
+	if m == nil {
+		return
+	}
+	m.retries.WithLabelValues(key, reason).Inc()
+}
+
+// Failed counts a client connection that no candidate could take.
+func (m *Metrics) Failed(key string) {
+	if m == nil {
+		return
+	}
+	m.failed.WithLabelValues(key).Inc()
+}
+
+// Delivered counts a connection from source delivered to a local connector.
+func (m *Metrics) Delivered(key, source, connector string) {
+	if m == nil {
+		return
+	}
+	m.delivered.WithLabelValues(key, source, connector).Inc()
+}
+
+// Refused counts a request from source that this site refused.
+func (m *Metrics) Refused(key, source, reason string) {
+	if m == nil {
+		return
+	}
+	m.refused.WithLabelValues(key, source, reason).Inc()
+}
+
+// HeartbeatMiss counts a heartbeat interval without a message from peer on link.
+func (m *Metrics) HeartbeatMiss(link, peer string) {
+	if m == nil {
+		return
+	}
+	m.heartbeatMisses.WithLabelValues(link, peer).Inc()
+}
+
+// PoolMiss counts a connection that found no idle tunnel on link.
+func (m *Metrics) PoolMiss(link, peer string) {
+	if m == nil {
+		return
+	}
+	m.poolMisses.WithLabelValues(link, peer).Inc()
+}
+
+// Promoted counts a connection moved to the kernel path.
+func (m *Metrics) Promoted() {
+	if m == nil {
+		return
+	}
+	m.promotions.Inc()
+}
+
+// Demoted counts a connection moved back to the userspace path.
+func (m *Metrics) Demoted(reason string) {
+	if m == nil {
+		return
+	}
+	m.demotions.WithLabelValues(reason).Inc()
+}
+
+// FellBack counts a connection kept on the userspace path although the kernel path was wanted.
+func (m *Metrics) FellBack(reason string) {
+	if m == nil {
+		return
+	}
+	m.fallbacks.WithLabelValues(reason).Inc()
+}
+
+// stateCollector reads the gateway's state at scrape time.
+type stateCollector struct {
+	mu     sync.Mutex
+	src    Source
+	kernel KernelSource
+	errs   map[string]float64
+}
+
+func (c *stateCollector) set(src Source, kernel KernelSource) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.src, c.kernel = src, kernel
+}
