@@ -95,20 +95,18 @@ func ctxDone(ctx context.Context) bool { return ctx.Err() != nil }
 
 // waitActive waits until at least n connections are on the kernel path.
 func (k *Kernel) waitActive(n int64, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for k.Active.Load() < n {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return true
+	return waitUntil(timeout, func() bool { return k.Active.Load() >= n })
 }
 
 // waitIdle waits until no connection is on the kernel path.
 func (k *Kernel) waitIdle(timeout time.Duration) bool {
+	return waitUntil(timeout, func() bool { return k.Active.Load() == 0 })
+}
+
+// waitUntil polls cond every millisecond until it holds or timeout passes.
+func waitUntil(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
-	for k.Active.Load() > 0 {
+	for !cond() {
 		if time.Now().After(deadline) {
 			return false
 		}
