@@ -14,17 +14,19 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-enum {
-	MODE_REDIRECT = 0, // bytes go to the peer's egress in the kernel
-	MODE_PASS = 1,     // bytes stay in this socket for userspace to read (flow-controlled path)
-};
-
 // One direction of a promoted connection, keyed by the socket cookie of its source socket.
+// Only the verdict writes it after insert (userspace replacing the element would lose the
+// verdict's concurrent additions to the old one).
 struct direction {
 	__u64 peer;       // cookie of the socket whose egress gets this socket's bytes
 	__u64 redirected; // bytes redirected to the peer since promotion
-	__u64 passed;     // bytes left to userspace since promotion
-	__u32 mode;
+};
+
+// When userspace wants to hear about a direction, keyed like directions. Written by userspace
+// (whole-element replacement), read by the verdict, which only ever sets signalled.
+struct limit {
+	__u64 check_at;  // redirected count at which userspace wants an event
+	__u32 signalled; // an event for this check_at was sent
 	__u32 _pad;
 };
 
@@ -52,6 +54,24 @@ struct {
 	__type(key, __u64);
 	__type(value, struct direction);
 } directions SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct limit);
+} limits SEC(".maps");
+
+// Cookies of directions that reached their check_at. Bytes redirected to a peer wait, charged
+// to no socket, until the peer can send them; nothing in the kernel bounds that queue (notes:
+// "no backpressure"). Rather than poll every connection, userspace learns from these events
+// when a direction has redirected another bound's worth, and then compares with what the peer
+// has really sent: a healthy direction gets a new check_at, a backlogged one leaves the
+// kernel path (pkg/datapath, backlog.go).
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
 
 // Open connections per (routing key id, target id), kept by userspace at admission and
 // teardown and read by the selector and metrics.
@@ -82,10 +102,15 @@ int skfwd_verdict(struct __sk_buff *skb)
 	// read them, rather than drop bytes TCP has already acknowledged.
 	if (!d)
 		return SK_PASS;
-	if (d->mode != MODE_REDIRECT) {
-		__sync_fetch_and_add(&d->passed, skb->len);
-		return SK_PASS;
-	}
 	__sync_fetch_and_add(&d->redirected, skb->len);
+	// Looked up after the addition: userspace replaces the limit and then re-reads the count,
+	// so every crossing is seen by one side or the other.
+	struct limit *l = bpf_map_lookup_elem(&limits, &cookie);
+	if (l && !l->signalled && d->redirected >= l->check_at) {
+		// Marked only once the event is out: a full ring buffer just means the next skb tries
+		// again.
+		if (bpf_ringbuf_output(&events, &cookie, sizeof(cookie), 0) == 0)
+			l->signalled = 1;
+	}
 	return bpf_sk_redirect_hash(skb, &targets, &d->peer, 0);
 }

@@ -15,6 +15,7 @@ func selectDataPath(log *slog.Logger, s config.Settings, m *metrics.Metrics) (da
 		PromoteBytes: int64(s.PromoteBytes),
 		PromoteAfter: s.PromoteAfter,
 		MaxPromoted:  s.MaxPromoted,
+		MaxBacklog:   int64(s.MaxBacklog),
 		Log:          log,
 	}
 	if m != nil {
@@ -32,7 +33,7 @@ func selectDataPath(log *slog.Logger, s config.Settings, m *metrics.Metrics) (da
 		if path.Mode() == datapath.ModeSockmap {
 			what = "data path: kernel (sockmap) for every connection"
 		}
-		log.Info(what, "mode", path.Mode(), "promote_bytes", s.PromoteBytes, "promote_after", s.PromoteAfter)
+		log.Info(what, "mode", path.Mode(), "promote_bytes", s.PromoteBytes, "promote_after", s.PromoteAfter, "max_kernel_backlog", s.MaxBacklog)
 	} else if fallback != "" {
 		log.Warn("data path: userspace (splice); the kernel path is not available here", "reason", fallback)
 	} else {

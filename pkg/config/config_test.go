@@ -616,12 +616,13 @@ func TestSettingsGetRoundTrip(t *testing.T) {
 		"promote-bytes":         "1048576",
 		"promote-after":         "1s",
 		"max-promoted":          "32768",
+		"max-kernel-backlog":    "4194304",
 	}
 	d := DefaultSettings()
 	keys := SettingKeys()
 	wantKeys := []string{"admin-address", "state-dir", "heartbeat-interval", "link-dead-time", "probe-interval",
 		"connect-timeout", "answer-timeout", "tunnel-pool-size", "first-bytes-limit", "reconnect-max-backoff",
-		"data-path", "promote-bytes", "promote-after", "max-promoted"}
+		"data-path", "promote-bytes", "promote-after", "max-promoted", "max-kernel-backlog"}
 	if !reflect.DeepEqual(keys, wantKeys) {
 		t.Fatalf("SettingKeys() = %q, want %q", keys, wantKeys)
 	}

@@ -34,6 +34,7 @@ type Settings struct {
 	PromoteBytes int           // bytes one direction moves before the connection goes to the kernel path
 	PromoteAfter time.Duration // age at which a connection goes to the kernel path
 	MaxPromoted  int           // connections the kernel path holds at once (map size)
+	MaxBacklog   int           // bytes one direction may hold in the kernel path before it goes back to userspace
 }
 
 // Data path modes.
@@ -60,6 +61,7 @@ func DefaultSettings() Settings {
 		PromoteBytes:        1 << 20,
 		PromoteAfter:        time.Second,
 		MaxPromoted:         32768,
+		MaxBacklog:          4 << 20,
 	}
 }
 
@@ -129,6 +131,7 @@ var settingTable = []setting{
 	intSetting("promote-bytes", func(s *Settings) *int { return &s.PromoteBytes }, 1, 1<<30),
 	durationSetting("promote-after", func(s *Settings) *time.Duration { return &s.PromoteAfter }, 1),
 	intSetting("max-promoted", func(s *Settings) *int { return &s.MaxPromoted }, 16, 1<<20),
+	intSetting("max-kernel-backlog", func(s *Settings) *int { return &s.MaxBacklog }, 64<<10, 1<<30),
 }
 
 func durationSetting(key string, field func(*Settings) *time.Duration, min time.Duration) setting {

@@ -32,6 +32,9 @@ type Result struct {
 	// Err is the first error seen in either direction; nil when both sides closed cleanly.
 	// When Err is not nil both sockets were reset, so each peer learns of the failure.
 	Err error
+	// Promoted: the connection went to the kernel path; Demoted: a direction of it came back
+	// to userspace because its reader was slower than its writer.
+	Promoted, Demoted bool
 }
 
 // Userspace splices with splice(2): io.Copy between two *net.TCPConn uses it.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 	"github.com/skfwd/skfwd/pkg/loader"
 	"golang.org/x/sys/unix"
 )
@@ -29,12 +30,17 @@ type Kernel struct {
 	promoteBytes int64
 	promoteAfter time.Duration
 	always       bool
+	maxBacklog   int64
 	mon          *monitor
+	events       *ringbuf.Reader
+	guardDone    chan struct{}
+	bySocket     sync.Map // cookie -> *promotedSocket, for the backlog events
 
 	obs KernelObserver
 
 	// Stats, for status and metrics.
 	Promoted  atomic.Uint64 // connections moved to the kernel path
+	Demoted   atomic.Uint64 // directions moved back to userspace (backlog past the bound)
 	Fallbacks sync.Map      // reason -> *atomic.Uint64: connections that stayed in userspace
 	Active    atomic.Int64  // connections on the kernel path now
 }
@@ -45,6 +51,7 @@ type KernelOptions struct {
 	PromoteAfter time.Duration // age before promotion
 	Always       bool          // promote every connection at once ("sockmap" mode)
 	MaxPromoted  int           // connections on the kernel path at once
+	MaxBacklog   int64         // bytes a direction may hold in the kernel path; 0: DefaultMaxBacklog
 	Log          *slog.Logger
 	Observer     KernelObserver // nil: none
 }
@@ -52,6 +59,7 @@ type KernelOptions struct {
 // KernelObserver hears of promotions and fallbacks (metrics).
 type KernelObserver interface {
 	Promoted()
+	Demoted(reason string)
 	FellBack(reason string)
 }
 
@@ -64,19 +72,32 @@ func NewKernel(opts KernelOptions) (*Kernel, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.MaxBacklog <= 0 {
+		opts.MaxBacklog = DefaultMaxBacklog
+	}
+	events, err := ringbuf.NewReader(objs.Events())
+	if err != nil {
+		objs.Close()
+		return nil, fmt.Errorf("backlog events: %w", err)
+	}
 	mon, err := newMonitor(opts.Log)
 	if err != nil {
+		events.Close()
 		objs.Close()
 		return nil, err
 	}
-	k := &Kernel{objs: objs, log: opts.Log, promoteBytes: opts.PromoteBytes, promoteAfter: opts.PromoteAfter, always: opts.Always, mon: mon, obs: opts.Observer}
+	k := &Kernel{objs: objs, log: opts.Log, promoteBytes: opts.PromoteBytes, promoteAfter: opts.PromoteAfter, always: opts.Always,
+		maxBacklog: opts.MaxBacklog, mon: mon, events: events, guardDone: make(chan struct{}), obs: opts.Observer}
+	go k.guardBacklogs()
 	return k, nil
 }
 
-// Close stops the monitor and releases the BPF objects. Connections still on the kernel path
-// are reset first.
+// Close stops the monitor and the backlog guard and releases the BPF objects. Connections
+// still on the kernel path are reset first.
 func (k *Kernel) Close() error {
 	k.mon.close()
+	k.events.Close()
+	<-k.guardDone
 	return k.objs.Close()
 }
 
@@ -238,6 +259,8 @@ func (k *Kernel) promote(ctx context.Context, a, b *net.TCPConn, pre Result) Res
 		return k.stayUserspace(ctx, a, b, pre)
 	}
 	pa.peer, pb.peer = pb, pa
+	c := &promotedConn{k: k, a: pa, b: pb, done: make(chan struct{})}
+	pa.conn, pb.conn = c, c
 	// Hand on, in userspace, whatever is queued: the verdict is fed whole skbs from the
 	// receive queue and ignores how much of the first one userspace already read, so a
 	// partly read skb at insert would be forwarded again from its start (seen: a tunnel
@@ -293,14 +316,16 @@ func (k *Kernel) promote(ctx context.Context, a, b *net.TCPConn, pre Result) Res
 	}
 	k.Active.Add(1)
 	defer k.Active.Add(-1)
-	c := &promotedConn{k: k, a: pa, b: pb, done: make(chan struct{})}
 	if err := k.mon.watch(c); err != nil {
 		c.abort(err)
 	}
 	stop := context.AfterFunc(ctx, func() { c.abort(context.Cause(ctx)) })
 	defer stop()
 	<-c.done
-	return Result{AToB: pre.AToB + c.res.AToB, BToA: pre.BToA + c.res.BToA, Err: c.res.Err}
+	res := c.res
+	res.AToB += pre.AToB
+	res.BToA += pre.BToA
+	return res
 }
 
 // errBusy: bytes kept arriving as fast as drain read them, so the queue was never seen
@@ -365,6 +390,12 @@ func (k *Kernel) insert(a, b *promotedSocket) (err error) {
 			return fmt.Errorf("directions: %w", err)
 		}
 		undo = append(undo, func() { _ = m.Directions().Delete(s.cookie) })
+		if err := m.Limits().Update(s.cookie, k.limitFor(0), ebpf.UpdateNoExist); err != nil {
+			return fmt.Errorf("limits: %w", err)
+		}
+		undo = append(undo, func() { _ = m.Limits().Delete(s.cookie) })
+		k.bySocket.Store(s.cookie, s)
+		undo = append(undo, func() { k.bySocket.Delete(s.cookie) })
 	}
 	for _, mp := range []*ebpf.Map{m.Targets(), m.Sockets()} {
 		for _, s := range []*promotedSocket{a, b} {
@@ -392,8 +423,11 @@ func (k *Kernel) remove(a, b *promotedSocket) (ab, ba uint64) {
 	if m.Directions().Lookup(b.cookie, &d) == nil {
 		ba = d.Redirected
 	}
-	_ = m.Directions().Delete(a.cookie)
-	_ = m.Directions().Delete(b.cookie)
+	for _, s := range []*promotedSocket{a, b} {
+		_ = m.Directions().Delete(s.cookie)
+		_ = m.Limits().Delete(s.cookie)
+		k.bySocket.Delete(s.cookie)
+	}
 	return ab, ba
 }
 
@@ -409,7 +443,10 @@ func (k *Kernel) redirected(s *promotedSocket) uint64 {
 // KernelStats is what the kernel path holds now.
 type KernelStats struct {
 	Bytes int64 // forwarded by the kernel for the connections on its path now
-	Maps  []MapUsage
+	// Backlog: bytes redirected toward a peer that has not yet taken them into its send
+	// stream; memory no socket is charged for (backlog.go).
+	Backlog int64
+	Maps    []MapUsage
 }
 
 // MapUsage is one BPF map's fill.
@@ -431,8 +468,13 @@ func (k *Kernel) Stats() (KernelStats, error) {
 	if err := it.Err(); err != nil {
 		return st, fmt.Errorf("read directions map: %w", err)
 	}
+	k.bySocket.Range(func(_, v any) bool {
+		s := v.(*promotedSocket)
+		st.Backlog += int64(s.conn.held(s))
+		return true
+	})
 	for name, m := range map[string]*ebpf.Map{
-		"sockets": k.objs.Sockets(), "targets": k.objs.Targets(), "directions": k.objs.Directions(),
+		"sockets": k.objs.Sockets(), "targets": k.objs.Targets(), "directions": k.objs.Directions(), "limits": k.objs.Limits(),
 	} {
 		st.Maps = append(st.Maps, MapUsage{Name: name, Entries: countKeys[uint64](m), Capacity: int(m.MaxEntries())})
 	}

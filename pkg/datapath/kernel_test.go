@@ -19,10 +19,15 @@ import (
 
 func newKernel(t *testing.T, always bool, promoteBytes int64) *Kernel {
 	t.Helper()
+	return newKernelWith(t, KernelOptions{PromoteBytes: promoteBytes, PromoteAfter: time.Hour, Always: always, MaxPromoted: 4096})
+}
+
+func newKernelWith(t *testing.T, opts KernelOptions) *Kernel {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("kernel data path tests need root (CAP_BPF, CAP_NET_ADMIN); CI runs as root")
 	}
-	k, err := NewKernel(KernelOptions{PromoteBytes: promoteBytes, PromoteAfter: time.Hour, Always: always, MaxPromoted: 4096})
+	k, err := NewKernel(opts)
 	if err != nil {
 		t.Fatalf("kernel data path: %v", err)
 	}
@@ -32,7 +37,7 @@ func newKernel(t *testing.T, always bool, promoteBytes int64) *Kernel {
 		if !k.waitIdle(5 * time.Second) {
 			t.Errorf("%d connections still on the kernel path 5s after the tests closed them", k.Active.Load())
 		}
-		for _, m := range []*ebpf.Map{k.objs.Sockets(), k.objs.Targets(), k.objs.Directions()} {
+		for _, m := range []*ebpf.Map{k.objs.Sockets(), k.objs.Targets(), k.objs.Directions(), k.objs.Limits()} {
 			if n := entries(t, m); n != 0 {
 				t.Errorf("%v holds %d entries after every connection ended", m, n)
 			}

@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"time"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,8 +20,13 @@ type promotedSocket struct {
 	// plus queued): what the kernel redirects to it comes on top.
 	base uint64
 	peer *promotedSocket
-	eof  bool // the remote end of this socket sent FIN
-	shut bool // we half-closed this socket
+	conn *promotedConn
+	// Guarded by conn.mu:
+	eof     bool // the remote end of this socket sent FIN
+	shut    bool // we half-closed this socket
+	demoted bool // this socket's bytes go to its peer through userspace now (backlog.go)
+
+	copied atomic.Int64 // bytes userspace carried to the peer after demotion
 }
 
 func newPromotedSocket(c *net.TCPConn) (*promotedSocket, error) {
@@ -94,10 +99,11 @@ type promotedConn struct {
 	k    *Kernel
 	a, b *promotedSocket
 
-	mu       sync.Mutex
-	finished bool
-	res      Result
-	done     chan struct{}
+	mu        sync.Mutex
+	finished  bool
+	userspace []*net.TCPConn // Go's view of demoted sockets, closed at the end
+	res       Result
+	done      chan struct{}
 }
 
 // event handles what the monitor saw on s: end of stream or an error. It runs on the
@@ -116,6 +122,8 @@ func (c *promotedConn) event(s *promotedSocket, events uint32) {
 	var one [1]byte
 	n, _, err := unix.Recvfrom(s.fd, one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 	switch {
+	case s.demoted:
+		// A demoted direction is copied in userspace, which sees the end of stream itself.
 	case err == nil && n == 0 && !s.eof:
 		s.eof = true
 		c.mu.Unlock()
@@ -131,38 +139,25 @@ func (c *promotedConn) event(s *promotedSocket, events uint32) {
 
 // forwardFIN half-closes s's peer once every byte redirected from s has entered the peer's
 // send stream; a shutdown earlier would drop bytes still queued for it (notes, pitfall 5).
-// Nothing signals that moment, so it polls, backing off.
 func (c *promotedConn) forwardFIN(s *promotedSocket) {
-	wait := 100 * time.Microsecond
-	for {
-		c.mu.Lock()
-		if c.finished {
-			c.mu.Unlock()
-			return
-		}
-		sent, err := sentTotal(s.peer.fd)
-		if err != nil {
-			c.mu.Unlock()
-			c.abort(err)
-			return
-		}
-		if sent >= s.peer.base+c.k.redirected(s) {
-			if err := unix.Shutdown(s.peer.fd, unix.SHUT_WR); err != nil && !errors.Is(err, unix.ENOTCONN) {
-				c.mu.Unlock()
-				c.abort(fmt.Errorf("half-close: %w", err))
-				return
-			}
-			s.peer.shut = true
-			both := c.a.shut && c.b.shut
-			c.mu.Unlock()
-			if both {
-				c.finish()
-			}
-			return
-		}
+	if !c.awaitDelivered(s) {
+		return
+	}
+	c.mu.Lock()
+	if c.finished {
 		c.mu.Unlock()
-		time.Sleep(wait)
-		wait = min(wait*2, 20*time.Millisecond)
+		return
+	}
+	if err := unix.Shutdown(s.peer.fd, unix.SHUT_WR); err != nil && !errors.Is(err, unix.ENOTCONN) {
+		c.mu.Unlock()
+		c.abort(fmt.Errorf("half-close: %w", err))
+		return
+	}
+	s.peer.shut = true
+	both := c.a.shut && c.b.shut
+	c.mu.Unlock()
+	if both {
+		c.finish()
 	}
 }
 
@@ -185,10 +180,11 @@ func (c *promotedConn) end(err error) {
 		return
 	}
 	c.finished = true
+	userspace := c.userspace
+	demoted := c.a.demoted || c.b.demoted
 	c.mu.Unlock()
 	c.k.mon.unwatch(c)
 	ab, ba := c.k.remove(c.a, c.b)
-	c.res = Result{AToB: int64(ab), BToA: int64(ba), Err: err}
 	if err != nil {
 		c.a.reset()
 		c.b.reset()
@@ -196,6 +192,13 @@ func (c *promotedConn) end(err error) {
 		c.a.close()
 		c.b.close()
 	}
+	// After reset: the socket closes for real with the last descriptor, and SO_LINGER must be
+	// set by then for the peers to see a reset.
+	for _, uc := range userspace {
+		uc.Close()
+	}
+	c.res = Result{AToB: int64(ab) + c.a.copied.Load(), BToA: int64(ba) + c.b.copied.Load(), Err: err,
+		Promoted: true, Demoted: demoted}
 	close(c.done)
 }
 

@@ -31,7 +31,7 @@ type kernelSource struct{ k *datapath.Kernel }
 
 func (s kernelSource) KernelState() (metrics.KernelState, error) {
 	st, err := s.k.Stats()
-	ks := metrics.KernelState{Bytes: st.Bytes}
+	ks := metrics.KernelState{Bytes: st.Bytes, Backlog: st.Backlog}
 	for _, m := range st.Maps {
 		ks.Maps = append(ks.Maps, metrics.MapUsage{Name: m.Name, Entries: m.Entries, Capacity: m.Capacity})
 	}

@@ -48,11 +48,8 @@ type Direction = skfwdDirection
 // OpenKey mirrors struct open_key in bpf/skfwd.c.
 type OpenKey = skfwdOpenKey
 
-// Direction modes, as in bpf/skfwd.c.
-const (
-	ModeRedirect uint32 = 0
-	ModePass     uint32 = 1
-)
+// Limit mirrors struct limit in bpf/skfwd.c.
+type Limit = skfwdLimit
 
 // Load checks the kernel, loads the objects and attaches the verdict program. Every resource
 // is released on any error path.
@@ -65,7 +62,7 @@ func Load(opts Options) (o *Objects, err error) {
 		return nil, fmt.Errorf("read BPF object: %w", err)
 	}
 	if opts.MaxSockets > 0 {
-		for _, name := range []string{"targets", "sockets", "directions"} {
+		for _, name := range []string{"targets", "sockets", "directions", "limits"} {
 			spec.Maps[name].MaxEntries = opts.MaxSockets
 		}
 	}
@@ -113,6 +110,12 @@ func (o *Objects) Sockets() *ebpf.Map { return o.objs.Sockets }
 // Directions holds one entry per promoted socket: its peer and byte counts.
 func (o *Objects) Directions() *ebpf.Map { return o.objs.Directions }
 
+// Limits holds, per promoted socket, the redirected count at which the verdict sends an event.
+func (o *Objects) Limits() *ebpf.Map { return o.objs.Limits }
+
+// Events is the ring buffer of cookies whose direction reached its limit.
+func (o *Objects) Events() *ebpf.Map { return o.objs.Events }
+
 // OpenCounts holds open connections per (routing key id, target id).
 func (o *Objects) OpenCounts() *ebpf.Map { return o.objs.OpenCounts }
 
@@ -139,6 +142,10 @@ func Probe() error {
 		}},
 		{"helper bpf_get_socket_cookie in sk_skb", func() error {
 			return features.HaveProgramHelper(ebpf.SkSKB, asm.FnGetSocketCookie)
+		}},
+		{"map type ringbuf", func() error { return features.HaveMapType(ebpf.RingBuf) }},
+		{"helper bpf_ringbuf_output in sk_skb", func() error {
+			return features.HaveProgramHelper(ebpf.SkSKB, asm.FnRingbufOutput)
 		}},
 	}
 	for _, p := range probes {

@@ -17,9 +17,13 @@ type skfwdDirection struct {
 	_          structs.HostLayout
 	Peer       uint64
 	Redirected uint64
-	Passed     uint64
-	Mode       uint32
-	Pad        uint32
+}
+
+type skfwdLimit struct {
+	_         structs.HostLayout
+	CheckAt   uint64
+	Signalled uint32
+	Pad       uint32
 }
 
 type skfwdOpenKey struct {
@@ -33,6 +37,8 @@ type skfwdOpenKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	skfwdMapDirections    = "directions"
+	skfwdMapEvents        = "events"
+	skfwdMapLimits        = "limits"
 	skfwdMapOpenCounts    = "open_counts"
 	skfwdMapSockets       = "sockets"
 	skfwdMapTargets       = "targets"
@@ -89,6 +95,8 @@ type skfwdProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type skfwdMapSpecs struct {
 	Directions *ebpf.MapSpec `ebpf:"directions"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
+	Limits     *ebpf.MapSpec `ebpf:"limits"`
 	OpenCounts *ebpf.MapSpec `ebpf:"open_counts"`
 	Sockets    *ebpf.MapSpec `ebpf:"sockets"`
 	Targets    *ebpf.MapSpec `ebpf:"targets"`
@@ -121,6 +129,8 @@ func (o *skfwdObjects) Close() error {
 // It can be passed to loadSkfwdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type skfwdMaps struct {
 	Directions *ebpf.Map `ebpf:"directions"`
+	Events     *ebpf.Map `ebpf:"events"`
+	Limits     *ebpf.Map `ebpf:"limits"`
 	OpenCounts *ebpf.Map `ebpf:"open_counts"`
 	Sockets    *ebpf.Map `ebpf:"sockets"`
 	Targets    *ebpf.Map `ebpf:"targets"`
@@ -129,6 +139,8 @@ type skfwdMaps struct {
 func (m *skfwdMaps) Close() error {
 	return _SkfwdClose(
 		m.Directions,
+		m.Events,
+		m.Limits,
 		m.OpenCounts,
 		m.Sockets,
 		m.Targets,

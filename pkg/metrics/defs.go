@@ -167,6 +167,9 @@ var (
 	defKernelBytes = Def{Name: "skfwd_kernel_bytes", Kind: Gauge, Scrape: true,
 		Help: "Bytes forwarded by the kernel path for connections open now (read from BPF maps).",
 		Note: "Present only when the data path is the kernel path."}
+	defKernelBacklog = Def{Name: "skfwd_kernel_backlog_bytes", Kind: Gauge, Scrape: true,
+		Help: "Bytes the kernel path redirected toward a socket that has not yet taken them into its send buffer: memory charged to no socket, bounded per direction by the max-kernel-backlog setting.",
+		Note: "Present only when the data path is the kernel path."}
 	defMapEntries = Def{Name: "skfwd_bpf_map_entries", Kind: Gauge, Scrape: true, Labels: []string{"map"},
 		Help: "Entries in each BPF map of the kernel path.", Note: "Present only when the data path is the kernel path."}
 	defMapCapacity = Def{Name: "skfwd_bpf_map_capacity", Kind: Gauge, Scrape: true, Labels: []string{"map"},
@@ -183,7 +186,7 @@ var Definitions = []Def{
 	defAttemptFailures, defRetries, defDelivered, defRefused,
 	defScore, defPathCost, defCandidates, defListener, defConnectorUp,
 	defLinkUp, defLinkCost, defLinkRTT, defHeartbeatMisses, defPoolIdle, defTunnelsActive, defPoolMisses, defRouteCost,
-	defDataPath, defPromotions, defDemotions, defFallbacks, defKernelBytes, defMapEntries, defMapCapacity,
+	defDataPath, defPromotions, defDemotions, defFallbacks, defKernelBytes, defKernelBacklog, defMapEntries, defMapCapacity,
 	defCollectErrors, defBuildInfo,
 }
 

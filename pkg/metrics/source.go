@@ -79,8 +79,9 @@ type Route struct {
 
 // KernelState is what the kernel path keeps in BPF maps.
 type KernelState struct {
-	Bytes int64 // forwarded by the kernel for connections open now
-	Maps  []MapUsage
+	Bytes   int64 // forwarded by the kernel for connections open now
+	Backlog int64 // redirected but not yet in the target's send buffer
+	Maps    []MapUsage
 }
 
 // MapUsage is one BPF map's fill.
@@ -92,7 +93,7 @@ type MapUsage struct {
 var scrapeDefs = []Def{
 	defOpen, defInProgress, defScore, defPathCost, defCandidates, defListener, defConnectorUp,
 	defLinkUp, defLinkCost, defLinkRTT, defPoolIdle, defTunnelsActive, defRouteCost, defDataPath,
-	defKernelBytes, defMapEntries, defMapCapacity, defCollectErrors,
+	defKernelBytes, defKernelBacklog, defMapEntries, defMapCapacity, defCollectErrors,
 }
 
 func desc(d Def) *prometheus.Desc { return prometheus.NewDesc(d.Name, d.Help, d.Labels, nil) }
@@ -169,6 +170,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		c.mu.Unlock()
 		if err == nil {
 			gauge(defKernelBytes, float64(ks.Bytes))
+			gauge(defKernelBacklog, float64(ks.Backlog))
 			for _, mu := range ks.Maps {
 				gauge(defMapEntries, float64(mu.Entries), mu.Name)
 				gauge(defMapCapacity, float64(mu.Capacity), mu.Name)

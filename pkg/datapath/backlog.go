@@ -1,0 +1,242 @@
+package datapath
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/skfwd/skfwd/pkg/loader"
+	"golang.org/x/sys/unix"
+)
+
+// Bounded memory on the kernel path.
+//
+// A byte the verdict redirects leaves its source socket's receive queue, so the source's
+// window reopens at once; it then waits in the peer's psock queue until the peer's send
+// buffer has room. That queue is charged to no socket and has no bound: behind a slow reader
+// it grows as fast as the writer sends (measured: 503 MB in 10 s, shared/sockmap-notes.md).
+//
+// The backlog of a direction is what the verdict redirected from its source minus what
+// entered the peer's send stream since promotion (TCP_INFO bytes_acked + SIOCOUTQ, against the
+// base taken at promotion). Polling that for every connection costs syscalls even when
+// nothing moves, so the verdict tells us instead: each direction has a check_at (limits map);
+// when its redirected count reaches it, the verdict sends the socket's cookie on a ring
+// buffer, once. Here we compare with the peer's real progress:
+//   - backlog within the bound: check_at moves to (sent by the peer + bound), so a healthy
+//     direction costs one event per bound's worth of bytes and an idle one costs nothing;
+//   - backlog past the bound: the direction is demoted. Its source leaves the verdict map, so
+//     its bytes stay in its own receive queue under TCP flow control; once everything already
+//     redirected has entered the peer's send stream, a userspace splice(2) carries the rest,
+//     in order. The other direction stays on the kernel path.
+//
+// The gateway therefore holds at most the bound per direction, plus what arrives between the
+// event and the demotion (one ring-buffer wakeup and a few syscalls: tens of microseconds), on
+// top of ordinary socket buffers. A demoted direction stays in userspace until the
+// connection ends: putting it back would need the same ordering dance for no measured gain.
+
+// DefaultMaxBacklog bounds the bytes one direction may hold in the kernel path.
+const DefaultMaxBacklog = 4 << 20
+
+// guardBacklogs reads the verdict's events until the ring buffer is closed.
+func (k *Kernel) guardBacklogs() {
+	defer close(k.guardDone)
+	var rec ringbuf.Record
+	for {
+		if err := k.events.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return
+			}
+			k.log.Error("kernel data path: reading backlog events", "err", err)
+			continue
+		}
+		if len(rec.RawSample) < 8 {
+			continue
+		}
+		cookie := binary.NativeEndian.Uint64(rec.RawSample)
+		if v, ok := k.bySocket.Load(cookie); ok {
+			s := v.(*promotedSocket)
+			s.conn.checkBacklog(s)
+		}
+	}
+}
+
+// limitFor is the limits entry asking for an event once s has redirected bound bytes more
+// than its peer has sent.
+func (k *Kernel) limitFor(delivered uint64) loader.Limit {
+	return loader.Limit{CheckAt: delivered + uint64(k.maxBacklog)}
+}
+
+// delivered is how many of the bytes redirected from s have entered its peer's send stream.
+// The caller holds c.mu with the connection not finished, so both descriptors are open.
+func delivered(s *promotedSocket) (uint64, error) {
+	sent, err := sentTotal(s.peer.fd)
+	if err != nil {
+		return 0, err
+	}
+	return sent - s.peer.base, nil
+}
+
+// checkBacklog runs on an event for s: it moves s's check_at on, or demotes s.
+func (c *promotedConn) checkBacklog(s *promotedSocket) {
+	k := c.k
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// An ended direction redirects nothing more: what it holds drains on its own.
+	if c.finished || s.demoted || s.eof {
+		return
+	}
+	for {
+		done, err := delivered(s)
+		if err != nil {
+			go c.abort(err)
+			return
+		}
+		if held := k.redirected(s) - done; held > uint64(k.maxBacklog) {
+			c.demote(s, held)
+			return
+		}
+		limit := k.limitFor(done)
+		if err := k.objs.Limits().Update(s.cookie, limit, ebpf.UpdateExist); err != nil {
+			go c.abort(fmt.Errorf("update backlog limit: %w", err))
+			return
+		}
+		// The verdict may have passed the new check_at before it was in place (it then saw
+		// the old, already signalled entry): look again rather than wait for an event that
+		// will not come.
+		if k.redirected(s) < limit.CheckAt {
+			return
+		}
+	}
+}
+
+// demote takes the direction s -> peer off the kernel path; c.mu is held.
+func (c *promotedConn) demote(s *promotedSocket, held uint64) {
+	k := c.k
+	if err := k.objs.Sockets().Delete(s.cookie); err != nil {
+		go c.abort(fmt.Errorf("demote: leave the verdict map: %w", err))
+		return
+	}
+	s.demoted = true
+	k.Demoted.Add(1)
+	if k.obs != nil {
+		k.obs.Demoted("backlog")
+	}
+	k.log.Debug("connection direction left the kernel path: its reader is slower than its writer",
+		"backlog_bytes", held, "max_backlog", k.maxBacklog)
+	go c.copyInUserspace(s)
+}
+
+// copyInUserspace carries a demoted direction to its end with splice(2), after everything the
+// kernel redirected has reached the peer's send stream.
+func (c *promotedConn) copyInUserspace(s *promotedSocket) {
+	// TCP_INFO locks the socket, so a verdict that was running for s on another CPU when s
+	// left the map has finished, and counted its bytes, once this returns.
+	c.mu.Lock()
+	if !c.finished {
+		_, _ = sentTotal(s.fd)
+	}
+	c.mu.Unlock()
+	if !c.awaitDelivered(s) {
+		return
+	}
+	src, err := fileConn(s.fd)
+	if err != nil {
+		c.abort(err)
+		return
+	}
+	dst, err := fileConn(s.peer.fd)
+	if err != nil {
+		src.Close()
+		c.abort(err)
+		return
+	}
+	c.mu.Lock()
+	if c.finished {
+		c.mu.Unlock()
+		src.Close()
+		dst.Close()
+		return
+	}
+	// end() closes these to stop the copy when the connection fails meanwhile.
+	c.userspace = append(c.userspace, src, dst)
+	c.mu.Unlock()
+
+	n, err := pipe(dst, src)
+	s.copied.Store(n)
+	if err != nil {
+		c.abort(err)
+		return
+	}
+	c.mu.Lock()
+	s.peer.shut = true
+	both := c.a.shut && c.b.shut
+	c.mu.Unlock()
+	if both {
+		c.finish()
+	}
+}
+
+// awaitDelivered waits until every byte redirected from s has entered its peer's send stream.
+// Nothing signals that moment, so it polls, backing off. It reports false when the
+// connection ended meanwhile (or failed here, and was aborted).
+func (c *promotedConn) awaitDelivered(s *promotedSocket) bool {
+	wait := 100 * time.Microsecond
+	for {
+		c.mu.Lock()
+		if c.finished {
+			c.mu.Unlock()
+			return false
+		}
+		done, err := delivered(s)
+		redirected := c.k.redirected(s)
+		c.mu.Unlock()
+		if err != nil {
+			c.abort(err)
+			return false
+		}
+		if done >= redirected {
+			return true
+		}
+		time.Sleep(wait)
+		wait = min(wait*2, 20*time.Millisecond)
+	}
+}
+
+// fileConn returns a Go connection on its own duplicate of fd.
+func fileConn(fd int) (*net.TCPConn, error) {
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dup socket: %w", err)
+	}
+	f := os.NewFile(uintptr(dup), "promoted socket")
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("socket back to userspace: %w", err)
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("socket back to userspace: %T is not TCP", c)
+	}
+	return tc, nil
+}
+
+// held is the backlog of s now, for the metrics (a demoted direction's until it has drained).
+func (c *promotedConn) held(s *promotedSocket) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.finished {
+		return 0
+	}
+	done, err := delivered(s)
+	if err != nil {
+		return 0
+	}
+	return max(c.k.redirected(s), done) - done
+}
