@@ -50,8 +50,10 @@ fuzz: ## fuzz the tunnel codec for a minute
 	$(GO) test -run '^$$' -fuzz FuzzReadRequest -fuzztime 30s ./pkg/tunnel/
 	$(GO) test -run '^$$' -fuzz FuzzReadAnswer -fuzztime 30s ./pkg/tunnel/
 
-demo: deps build ## a live demo network in namespaces on this machine (root)
-	$(GO) run ./test/demo -skfwd bin/skfwd
+DEMO_ARGS ?=
+
+demo: deps build ## a live demo network in namespaces on this machine (root); for Grafana: DEMO_ARGS="-prometheus 127.0.0.1:9099 -hold"
+	$(GO) run ./test/demo -skfwd bin/skfwd $(DEMO_ARGS)
 
 bench: deps build ## benchmark vs direct routing and HAProxy (root, ~25 min); raw results in bench/results/
 	$(GO) build -o bin/bench ./bench

@@ -10,7 +10,7 @@ import (
 
 // selectDataPath picks the data path the data-path setting asks for and says in one log line
 // which one is in use and, on a fallback, why.
-func selectDataPath(log *slog.Logger, s config.Settings, m *metrics.Metrics) (datapath.Path, func(), bool) {
+func selectDataPath(log *slog.Logger, s config.Settings, m *metrics.Metrics) (path datapath.Path, note string, closePath func(), ok bool) {
 	opts := datapath.KernelOptions{
 		PromoteBytes: int64(s.PromoteBytes),
 		PromoteAfter: s.PromoteAfter,
@@ -24,9 +24,9 @@ func selectDataPath(log *slog.Logger, s config.Settings, m *metrics.Metrics) (da
 	path, fallback, err := datapath.Select(s.DataPath, opts)
 	if err != nil {
 		log.Error("data path not available; use data-path auto or userspace to run without it", "err", err)
-		return nil, nil, false
+		return nil, "", nil, false
 	}
-	closePath := func() {}
+	closePath = func() {}
 	if k, ok := path.(*datapath.Kernel); ok {
 		closePath = func() { _ = k.Close() }
 		what := "data path: kernel (sockmap) for bulk connections, splice(2) until then"
@@ -39,5 +39,5 @@ func selectDataPath(log *slog.Logger, s config.Settings, m *metrics.Metrics) (da
 	} else {
 		log.Info("data path: userspace (splice)", "mode", path.Mode())
 	}
-	return path, closePath, true
+	return path, fallback, closePath, true
 }

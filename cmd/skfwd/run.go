@@ -41,12 +41,12 @@ func cmdRun(e env, args []string) int {
 	if cfg.Site.Settings.AdminAddress != "" {
 		opts.Metrics = metrics.New(cfg.Site.Name, version)
 	}
-	path, closePath, ok := selectDataPath(log, cfg.Site.Settings, opts.Metrics)
+	path, note, closePath, ok := selectDataPath(log, cfg.Site.Settings, opts.Metrics)
 	if !ok {
 		return exitFailure
 	}
 	defer closePath()
-	opts.Path = path
+	opts.Path, opts.PathNote = path, note
 	if k, isKernel := path.(*datapath.Kernel); isKernel {
 		opts.Counts = k.Counts()
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -63,7 +64,23 @@ func fetchStatus(addr string) ([]byte, error) {
 }
 
 func printStatus(w io.Writer, st gateway.Status) {
-	fmt.Fprintf(w, "Site %s, data path %s\n\n", st.Site, st.DataPath)
+	fmt.Fprintf(w, "Site %s, data path %s\n", st.Site, st.DataPath)
+	if st.DataPathNote != "" {
+		fmt.Fprintf(w, "  kernel path not in use: %s\n", st.DataPathNote)
+	}
+	if k := st.Kernel; k != nil {
+		fmt.Fprintf(w, "  kernel path: %d connections now, %d promoted, %d directions demoted (slow reader), backlog %d bytes\n",
+			k.Active, k.Promoted, k.Demoted, k.BacklogBytes)
+		if len(k.Fallbacks) > 0 {
+			reasons := make([]string, 0, len(k.Fallbacks))
+			for r, n := range k.Fallbacks {
+				reasons = append(reasons, fmt.Sprintf("%s %d", r, n))
+			}
+			sort.Strings(reasons)
+			fmt.Fprintf(w, "  stayed in userspace: %s\n", strings.Join(reasons, ", "))
+		}
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "LINK\tPEER\tROLE\tSTATE\tCOST\tRTT\tIDLE TUNNELS")
 	for _, l := range st.Links {

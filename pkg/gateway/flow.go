@@ -447,7 +447,7 @@ func (g *Gateway) deliver(t *links.Tunnel, req tunnel.Request) {
 		res := g.path.Splice(t.Context(), t.Conn, backend)
 		release()
 		g.logFlow(start, flowLog{key: req.RoutingKey, source: req.SourceSite, dest: g.self, target: c.cfg.Name,
-			toTarget: res.AToB, toClient: res.BToA, outcome: resultOutcome(res), retries: len(tried) - 1, err: res.Err})
+			toTarget: res.AToB, toClient: res.BToA, outcome: resultOutcome(res), retries: len(tried) - 1, path: resultPath(res), err: res.Err})
 		return
 	}
 	g.refuse(t.Conn, reason, msg)
@@ -524,7 +524,8 @@ type flowLog struct {
 	toTarget     int64  // bytes from the client toward the backend
 	toClient     int64
 	outcome      outcome
-	retries      int // failed attempts before the one that took the connection
+	retries      int    // failed attempts before the one that took the connection
+	path         string // the data path that carried the bytes; empty when none did
 	err          error
 }
 
@@ -533,6 +534,7 @@ type flowLog struct {
 func (g *Gateway) endFlow(start time.Time, f flowLog, res datapath.Result, replayed int64) {
 	f.toTarget, f.toClient = res.AToB+replayed, res.BToA
 	f.outcome, f.err = resultOutcome(res), res.Err
+	f.path = resultPath(res)
 	g.metrics.Closed(f.key, f.dest, string(f.outcome), f.toTarget, f.toClient)
 	g.logFlow(start, f)
 }
@@ -544,8 +546,23 @@ func (g *Gateway) logFlow(start time.Time, f flowLog) {
 		"target", f.target, "outcome", string(f.outcome), "retries", f.retries,
 		"bytes_to_target", f.toTarget, "bytes_to_client", f.toClient,
 		"duration", time.Since(start).Round(time.Microsecond)}
+	if f.path != "" {
+		attrs = append(attrs, "data_path", f.path)
+	}
 	if f.err != nil {
 		attrs = append(attrs, "err", f.err.Error())
 	}
 	g.log.Info("connection", attrs...)
+}
+
+// resultPath names the path a connection took: it starts in userspace and may be promoted
+// to the kernel, and a direction whose reader falls behind comes back (demoted).
+func resultPath(r datapath.Result) string {
+	switch {
+	case r.Demoted:
+		return "kernel-demoted"
+	case r.Promoted:
+		return "kernel"
+	}
+	return "userspace"
 }

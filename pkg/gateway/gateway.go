@@ -24,6 +24,8 @@ import (
 type Options struct {
 	Log  *slog.Logger
 	Path datapath.Path // nil: the userspace splice(2) path
+	// PathNote says why the kernel path is not in use although it was asked for (status).
+	PathNote string
 	// Counts keeps open connections per routing key and target; nil: an in-process table.
 	Counts counts.Counter
 	// Metrics counts events and reads the site's state at scrape time; served at /metrics on
@@ -38,6 +40,7 @@ type Gateway struct {
 	self     string
 	log      *slog.Logger
 	path     datapath.Path
+	pathNote string
 	state    *statedir.Dir
 	links    *links.Manager
 	open     counts.Counter
@@ -73,7 +76,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 	}
 	s := cfg.Site.Settings
 	g = &Gateway{
-		cfg: cfg, settings: s, self: cfg.Site.Name, log: opts.Log, path: opts.Path, open: opts.Counts, metrics: opts.Metrics,
+		cfg: cfg, settings: s, self: cfg.Site.Name, log: opts.Log, path: opts.Path, pathNote: opts.PathNote, open: opts.Counts, metrics: opts.Metrics,
 		connectors: map[string][]*connector{},
 		active:     map[*net.TCPConn]struct{}{},
 	}

@@ -5,8 +5,10 @@ import (
 	"net/http"
 	"runtime"
 	"sort"
+	"sync/atomic"
 	"time"
 
+	"github.com/skfwd/skfwd/pkg/datapath"
 	"github.com/skfwd/skfwd/pkg/links"
 	"github.com/skfwd/skfwd/pkg/selector"
 )
@@ -14,9 +16,13 @@ import (
 // Status is what `skfwd status` shows and /status serves: links, routes, services and the
 // data-path mode.
 type Status struct {
-	Site       string `json:"site"`
-	DataPath   string `json:"data_path"`
-	Goroutines int    `json:"goroutines"`
+	Site     string `json:"site"`
+	DataPath string `json:"data_path"`
+	// DataPathNote says why the kernel path is not in use, when it was wanted but is not.
+	DataPathNote string `json:"data_path_note,omitempty"`
+	// Kernel is the kernel path's activity; nil on the userspace path.
+	Kernel     *KernelStatus `json:"kernel,omitempty"`
+	Goroutines int           `json:"goroutines"`
 	// InProgress counts client connections and tunnels being served now; 0 when idle.
 	InProgress int                `json:"in_progress"`
 	Links      []links.LinkStatus `json:"links"`
@@ -24,6 +30,20 @@ type Status struct {
 	Services   []ServiceStatus    `json:"services"`
 	Connectors []ConnectorStatus  `json:"connectors"`
 	Listeners  []ListenerStatus   `json:"listeners"`
+}
+
+// KernelStatus is what the kernel (sockmap) path is doing.
+type KernelStatus struct {
+	Active   int64  `json:"active"`   // connections on the kernel path now
+	Promoted uint64 `json:"promoted"` // connections moved to it since start
+	// Demoted counts directions sent back to userspace because their reader was slower than
+	// their writer by more than max-kernel-backlog.
+	Demoted uint64 `json:"demoted"`
+	// Fallbacks counts, by reason, connections that stayed in userspace although the kernel
+	// path was wanted.
+	Fallbacks    map[string]uint64 `json:"fallbacks,omitempty"`
+	BacklogBytes int64             `json:"backlog_bytes"` // redirected, not yet in the target's send buffer
+	Error        string            `json:"error,omitempty"`
 }
 
 // RouteStatus is the least-cost route to one site.
@@ -73,9 +93,26 @@ type ListenerStatus struct {
 	Accepting  bool   `json:"accepting"`
 }
 
+func kernelStatus(k *datapath.Kernel) *KernelStatus {
+	ks := &KernelStatus{Active: k.Active.Load(), Promoted: k.Promoted.Load(), Demoted: k.Demoted.Load(), Fallbacks: map[string]uint64{}}
+	k.Fallbacks.Range(func(reason, n any) bool {
+		ks.Fallbacks[reason.(string)] = n.(*atomic.Uint64).Load()
+		return true
+	})
+	st, err := k.Stats()
+	ks.BacklogBytes = st.Backlog
+	if err != nil {
+		ks.Error = err.Error()
+	}
+	return ks
+}
+
 // Status reports the site's state now.
 func (g *Gateway) Status() Status {
-	st := Status{Site: g.self, DataPath: g.path.Mode(), Goroutines: runtime.NumGoroutine(), Links: g.links.Status()}
+	st := Status{Site: g.self, DataPath: g.path.Mode(), DataPathNote: g.pathNote, Goroutines: runtime.NumGoroutine(), Links: g.links.Status()}
+	if k, ok := g.path.(*datapath.Kernel); ok {
+		st.Kernel = kernelStatus(k)
+	}
 	g.activeMu.Lock()
 	st.InProgress = len(g.active)
 	g.activeMu.Unlock()

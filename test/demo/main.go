@@ -26,6 +26,11 @@
 //	  why: each new connection goes to the lowest score = path cost + connections open to that target;
 //	       on a tie, the lower path cost wins. open counts, at this instant, the held connections and any short one in flight
 //
+// With -prometheus 127.0.0.1:9099 it also runs a real Prometheus scraping every site, for a
+// Grafana on this machine to show the run on dashboards/skfwd.json, and checks at the end that
+// Prometheus counted the connections the demo made (prometheus.go); -hold keeps it all up after
+// the summary until Ctrl-C. `make demo DEMO_ARGS="-prometheus 127.0.0.1:9099 -hold"` runs that.
+//
 // It exits 0 when everything behaved as described, 1 otherwise (and keeps the sites' logs).
 // Ctrl-C stops it at any point and removes every namespace and process it made.
 package main
@@ -68,6 +73,9 @@ type options struct {
 	workers   int
 	rate      int
 	keep      bool
+	// prometheus is the loopback address of the demo's Prometheus; "" runs none.
+	prometheus string
+	hold       bool
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -83,6 +91,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.workers, "workers", 4, "clients opening short connections in parallel")
 	fs.IntVar(&o.rate, "rate", 50, "short connections per second, all workers together")
 	fs.BoolVar(&o.keep, "keep", false, "keep the sites' configuration and logs (they are always kept when something fails)")
+	fs.StringVar(&o.prometheus, "prometheus", "", "run a Prometheus scraping every site, listening here (a loopback address, e.g. "+promExample+"), for Grafana and dashboards/skfwd.json")
+	fs.BoolVar(&o.hold, "hold", false, "with -prometheus: keep the network and Prometheus up after the summary until Ctrl-C")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -105,6 +115,18 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.workers < 1 || o.rate < o.workers {
 		errs = append(errs, fmt.Errorf("-workers %d -rate %d: want at least one worker and one connection a second each", o.workers, o.rate))
 	}
+	if o.prometheus != "" {
+		if err := checkPromAddr(o.prometheus); err != nil {
+			errs = append(errs, err)
+		}
+		// Prometheus must scrape some traffic after the kill for the end check to see it move.
+		if o.duration-o.killAfter < 3*time.Second {
+			errs = append(errs, fmt.Errorf("-kill-after %v -duration %v: with -prometheus, want -duration at least 3s past -kill-after", o.killAfter, o.duration))
+		}
+	}
+	if o.hold && o.prometheus == "" {
+		errs = append(errs, fmt.Errorf("-hold: needs -prometheus (it keeps Prometheus up to look at the run), e.g. -prometheus %s -hold", promExample))
+	}
 	return o, errors.Join(errs...)
 }
 
@@ -119,10 +141,15 @@ type demo struct {
 	backends               map[string]*netlab.Backend
 	paths                  map[string]string
 
-	held      []*heldConn
-	log       eventLog
-	load      *shortLoad
-	loadStart time.Time
+	held        []*heldConn
+	log         eventLog
+	load        *shortLoad
+	loadStart   time.Time
+	loadStopped time.Time
+
+	promBin string      // the prometheus binary, with -prometheus
+	prom    *promServer // nil without -prometheus
+	tally   tally       // set by summary
 
 	killedAt          time.Time
 	withdrawn         chan withdrawal
@@ -163,6 +190,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "demo: skfwd binary: %v (build it: go build -o bin/skfwd ./cmd/skfwd)\n", err)
 		return 1
 	}
+	var promBin string
+	if opts.prometheus != "" {
+		if promBin, err = findPrometheus(); err != nil {
+			fmt.Fprintf(stderr, "demo: %v\n", err)
+			return 1
+		}
+	}
 	// Caught from here to the end: a Ctrl-C must never skip the cleanup below, or namespaces and
 	// skfwd processes would outlive us.
 	ctx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -173,7 +207,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	netlab.RemoveStale()
-	d := &demo{opts: opts, out: stdout, dir: dir, lab: netlab.New(bin, dir, nil),
+	d := &demo{opts: opts, out: stdout, dir: dir, lab: netlab.New(bin, dir, nil), promBin: promBin,
 		backends: map[string]*netlab.Backend{}, withdrawn: make(chan withdrawal, 1)}
 
 	playErr := d.play(ctx)
@@ -185,6 +219,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if !interrupted && playErr == nil {
 		d.checkHeldAtEnd()
 		d.summary()
+		if d.prom != nil {
+			d.checkPrometheus(ctx)
+		}
+		if opts.hold {
+			d.hold(ctx)
+		}
 	}
 	cleanErr := d.cleanup()
 
@@ -217,6 +257,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 func (d *demo) play(ctx context.Context) error {
 	if err := d.build(ctx); err != nil {
 		return err
+	}
+	if d.opts.prometheus != "" {
+		if err := d.startPrometheus(ctx, d.promBin); err != nil {
+			return err
+		}
 	}
 	if err := d.openHeld(ctx); err != nil {
 		return err
@@ -387,8 +432,12 @@ func (d *demo) kill(ctx context.Context, sec int) {
 	}()
 }
 
+// stopLoad stops the short connections and notes when the last one ended.
 func (d *demo) stopLoad() {
-	d.load.halt()
+	if d.load != nil && d.loadStopped.IsZero() {
+		d.load.halt()
+		d.loadStopped = time.Now()
+	}
 }
 
 // checkHeldAtEnd checks that the held connections on far lived through it all and still carry
@@ -472,6 +521,15 @@ func (d *demo) summary() {
 	byTarget := map[string][]*heldConn{}
 	for _, h := range d.held {
 		byTarget[h.target] = append(byTarget[h.target], h)
+	}
+	d.tally = tally{answered: map[string]int{}, inFlight: inFlight}
+	for _, m := range []map[string]int{before, after} {
+		for t, n := range m {
+			d.tally.answered[t] += n
+		}
+	}
+	for t, hs := range byTarget {
+		d.tally.answered[t] += len(hs)
 	}
 	fmt.Fprintf(d.out, "  held connections: %d opened (%s)\n", len(d.held), perTarget(map[string]int{"near": len(byTarget["near"]), "far": len(byTarget["far"])}))
 	if hs := byTarget["near"]; len(hs) > 0 {
@@ -582,8 +640,8 @@ func retriesInLog(path string) (retried, noCandidate int, err error) {
 	return retried, noCandidate, nil
 }
 
-// cleanup removes everything the run made: load, held connections, backends, then the sites'
-// processes and namespaces.
+// cleanup removes everything the run made: load, held connections, backends, Prometheus, then
+// the sites' processes and namespaces.
 func (d *demo) cleanup() error {
 	d.stopLoad()
 	for _, h := range d.held {
@@ -593,6 +651,13 @@ func (d *demo) cleanup() error {
 		b.Close()
 	}
 	var errs []error
+	stopped := ""
+	if d.prom != nil {
+		if err := d.prom.stop(); err != nil {
+			errs = append(errs, err)
+		}
+		stopped = " Prometheus stopped and its directory removed,"
+	}
 	if err := d.lab.Close(); err != nil {
 		errs = append(errs, err)
 	}
@@ -605,7 +670,7 @@ func (d *demo) cleanup() error {
 		errs = append(errs, fmt.Errorf("namespaces left behind: %v", left))
 	}
 	if len(errs) == 0 {
-		fmt.Fprintln(d.out, "\ncleaned up: load stopped, backends closed, every skfwd process stopped and every namespace removed")
+		fmt.Fprintf(d.out, "\ncleaned up: load stopped, backends closed,%s every skfwd process stopped and every namespace removed\n", stopped)
 	}
 	return errors.Join(errs...)
 }
