@@ -12,6 +12,8 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -45,15 +47,24 @@ func (Userspace) Mode() string { return "userspace" }
 
 // Splice implements Path.
 func (Userspace) Splice(ctx context.Context, a, b *net.TCPConn) Result {
+	return join(ctx, a, b, true, true)
+}
+
+// join forwards the directions still open (a to b when openAB, b to a when openBA) with
+// splice(2), and closes both sockets before it returns. A direction already ended, here or by an
+// earlier path, is not copied but watched: its source may still be reset, and that must reach the
+// other peer even while the open direction is idle.
+func join(ctx context.Context, a, b *net.TCPConn, openAB, openBA bool) Result {
 	var (
-		res  Result
-		once sync.Once
-		wg   sync.WaitGroup
+		res     Result
+		once    sync.Once
+		wg      sync.WaitGroup
+		pending atomic.Int32 // directions still copying
 	)
 	// end runs once: the first failure (or the context) resets both sockets so each peer
 	// learns of it and the surviving direction's blocked read or write is released; a clean
 	// end closes them. Whoever comes second waits for the first inside once.Do, so res.Err is
-	// settled when Splice returns.
+	// settled when join returns.
 	end := func(err error) {
 		once.Do(func() {
 			res.Err = err
@@ -67,24 +78,71 @@ func (Userspace) Splice(ctx context.Context, a, b *net.TCPConn) Result {
 		})
 	}
 	stop := context.AfterFunc(ctx, func() { end(context.Cause(ctx)) })
-	wg.Add(1)
-	go func() {
+	releaseWatchers := func() {
+		_ = a.SetReadDeadline(time.Unix(1, 0))
+		_ = b.SetReadDeadline(time.Unix(1, 0))
+	}
+	for _, open := range []bool{openAB, openBA} {
+		if open {
+			pending.Add(1)
+		}
+	}
+	if pending.Load() == 0 {
+		releaseWatchers()
+	}
+	// direction copies src to dst when open, then watches src for a reset until the last
+	// open direction has ended, which releases the watchers with a read deadline.
+	direction := func(dst, src *net.TCPConn, open bool, n *int64) {
 		defer wg.Done()
-		n, err := pipe(b, a)
-		res.AToB = n
-		if err != nil {
+		if open {
+			var err error
+			*n, err = pipe(dst, src)
+			if err != nil {
+				end(err)
+				return
+			}
+			if pending.Add(-1) == 0 {
+				releaseWatchers()
+				return
+			}
+		}
+		if err := awaitReset(src); err != nil {
 			end(err)
 		}
-	}()
-	n, err := pipe(a, b)
-	res.BToA = n
-	if err != nil {
-		end(err)
 	}
+	wg.Add(2)
+	go direction(b, a, openAB, &res.AToB)
+	direction(a, b, openBA, &res.BToA)
 	wg.Wait()
 	stop()
 	end(nil)
 	return res
+}
+
+// awaitReset waits, without polling, until c (whose read side has ended) fails or its read
+// deadline passes, and returns the socket error, if any. A reset after end of stream is not
+// reported by recv(2), which keeps returning 0 once the FIN was seen (tcp_recvmsg checks
+// SOCK_DONE before sk_err); but it wakes the socket's waiters, so Go's poller runs the check
+// again then. A reset that arrives after the FIN is reported by the kernel as EPIPE (tcp_reset,
+// CLOSE_WAIT), which says "reset" here.
+func awaitReset(c *net.TCPConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var sockErr error
+	_ = rc.Read(func(fd uintptr) bool {
+		v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		switch {
+		case err != nil || v == 0:
+		case unix.Errno(v) == unix.EPIPE:
+			sockErr = unix.ECONNRESET
+		default:
+			sockErr = unix.Errno(v)
+		}
+		return sockErr != nil
+	})
+	return sockErr
 }
 
 // pipe copies src to dst until src's end of stream, then half-closes dst so the FIN travels on.

@@ -438,7 +438,7 @@ func TestSpliceReset(t *testing.T) {
 // reset must still reach it and Splice must end, rather than both sockets and two goroutines
 // waiting for B's next write.
 func TestSpliceResetAfterHalfClose(t *testing.T) {
-	t.Skip("bug: Userspace.Splice does not notice a reset on a socket whose read side already ended (datapath.go:56-65); see report")
+
 	checkGoroutines(t)
 	j := join(t)
 	if _, err := send(j.A, 20, 500); err != nil {
@@ -460,15 +460,16 @@ func TestSpliceResetAfterHalfClose(t *testing.T) {
 		res := j.result(t)
 		t.Fatalf("Splice still running 2s after A's reset; it ended only once B wrote, with %+v", res)
 	}
-	// B already has EOF, so it learns of the reset on its next write.
+	// B already has EOF, so it learns of the reset on its next write; a reset in CLOSE_WAIT
+	// reads as EPIPE there (tcp_reset), as it would behind no forwarder.
 	deadline := time.Now().Add(2 * time.Second)
 	for {
 		_, err := j.B.Write([]byte("reply"))
-		if errors.Is(err, syscall.ECONNRESET) {
+		if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
 			break
 		}
 		if err != nil || time.Now().After(deadline) {
-			t.Fatalf("B's write after A's reset: %v, want ECONNRESET", err)
+			t.Fatalf("B's write after A's reset: %v, want ECONNRESET or EPIPE", err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -224,24 +224,7 @@ func (k *Kernel) untilBulk(ctx context.Context, a, b *net.TCPConn) (Result, bool
 	}
 	k.fallback("half-closed")
 	// Finish the direction still open, if any, in userspace.
-	var rest Result
-	if !ab.eof || !ba.eof {
-		stopRest := context.AfterFunc(ctx, func() { Abort(a); Abort(b) })
-		if ab.eof {
-			rest.BToA, rest.Err = pipe(a, b)
-		} else {
-			rest.AToB, rest.Err = pipe(b, a)
-		}
-		stopRest()
-		rest.Err = errors.Join(rest.Err, ctx.Err())
-	}
-	if rest.Err != nil {
-		Abort(a)
-		Abort(b)
-	} else {
-		a.Close()
-		b.Close()
-	}
+	rest := join(ctx, a, b, !ab.eof, !ba.eof)
 	return Result{AToB: res.AToB + rest.AToB, BToA: res.BToA + rest.BToA, Err: rest.Err}, true
 }
 
