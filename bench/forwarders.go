@@ -37,9 +37,8 @@ var forwarders = []forwarder{
 	{id: "haproxy", name: "HAProxy 2.6 chain", proxy: true, start: startHAProxy("")},
 	{id: "haproxy-splice", name: "HAProxy 2.6 chain, splice-auto", proxy: true, start: startHAProxy("    option splice-auto\n")},
 	{id: "skfwd", name: "skfwd userspace", proxy: true, vsHAProxy: true, start: startSkfwd("userspace")},
-	// When the kernel data path lands, delete na.
-	{id: "skfwd-kernel", name: "skfwd kernel (sockmap)", na: "n/a (kernel data path not landed)", proxy: true, vsHAProxy: true,
-		start: startSkfwd("sockmap")},
+	{id: "skfwd-auto", name: "skfwd auto", proxy: true, vsHAProxy: true, start: startSkfwd("auto")},
+	{id: "skfwd-sockmap", name: "skfwd sockmap", proxy: true, start: startSkfwd("sockmap")},
 }
 
 func forwarderNames() string {

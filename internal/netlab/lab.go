@@ -65,6 +65,9 @@ type Site struct {
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	LogPath string
+	// RunPrefix runs the gateway under a wrapper inside its namespace (e.g. setpriv to drop
+	// capabilities); empty: as is.
+	RunPrefix []string
 }
 
 // Site adds a site with its own namespace.
@@ -222,7 +225,9 @@ func (s *Site) Start() error {
 		return err
 	}
 	defer logf.Close()
-	s.cmd = exec.Command("ip", "netns", "exec", s.ns.name, s.lab.Bin, "run", "-f", s.dir, "--ready-file", ready, "--log-level", "debug")
+	args := append(append([]string{"netns", "exec", s.ns.name}, s.RunPrefix...),
+		s.lab.Bin, "run", "-f", s.dir, "--ready-file", ready, "--log-level", "debug")
+	s.cmd = exec.Command("ip", args...)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	// Its own process group, so a test killed by the harness does not take the site with it
 	// mid-flight and the lab can always reap what it started.

@@ -273,6 +273,14 @@ func (k *Kernel) promote(ctx context.Context, a, b *net.TCPConn, pre Result) Res
 		pre.Err = err
 		return pre
 	}
+	for _, s := range []*promotedSocket{pa, pb} {
+		if s.base, err = sentTotal(s.fd); err != nil {
+			pa.close()
+			pb.close()
+			k.fallback("socket")
+			return k.stayUserspace(ctx, a, b, pre)
+		}
+	}
 	if err := k.insert(pa, pb); err != nil {
 		pa.close()
 		pb.close()
@@ -284,7 +292,13 @@ func (k *Kernel) promote(ctx context.Context, a, b *net.TCPConn, pre Result) Res
 			reason = "map-full"
 		}
 		k.fallback(reason)
-		k.log.Warn("connection stays on the userspace path", "reason", reason, "err", err)
+		// A peer that already sent its FIN is ordinary for short connections: counted, not
+		// worth a warning each.
+		level := slog.LevelWarn
+		if reason == "not-established" {
+			level = slog.LevelDebug
+		}
+		k.log.Log(context.Background(), level, "connection stays on the userspace path", "reason", reason, "err", err)
 		return k.stayUserspace(ctx, a, b, pre)
 	}
 	// Out of Go's netpoller: the kernel raises a readable wakeup per verdict batch, and we

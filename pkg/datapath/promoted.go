@@ -16,8 +16,10 @@ import (
 type promotedSocket struct {
 	fd     int
 	cookie uint64
-	// base is how many bytes this socket's send stream held before promotion (acknowledged
-	// plus queued): what the kernel redirects to it comes on top.
+	// base is how many bytes this socket's send stream held when it entered the maps
+	// (acknowledged plus queued): what the kernel redirects to it comes on top. Taken after
+	// the pre-insert drain, which writes to it in userspace: counting those as redirected
+	// bytes delivered would pass a FIN on while kernel-redirected bytes still wait.
 	base uint64
 	peer *promotedSocket
 	conn *promotedConn
@@ -46,24 +48,36 @@ func newPromotedSocket(c *net.TCPConn) (*promotedSocket, error) {
 		s.close()
 		return nil, fmt.Errorf("socket cookie: %w", err)
 	}
-	if s.base, err = sentTotal(fd); err != nil {
-		s.close()
-		return nil, err
-	}
 	return s, nil
 }
 
-// sentTotal is how many bytes have entered fd's send stream: acknowledged plus still queued.
+// sentTotal is how many bytes have entered fd's send stream: acknowledged (TCP_INFO) plus still
+// queued (SIOCOUTQ). The two come from two system calls, and an ACK between them would move
+// bytes from the second count to the first unseen: the sum would come out short by up to a
+// window, and a base taken short makes delivered() count bytes that were never sent, which
+// passes a FIN on before them. So the acknowledged count is read on both sides of the queue length and the read is retried until
+// no ACK came between.
 func sentTotal(fd int) (uint64, error) {
-	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-	if err != nil {
-		return 0, fmt.Errorf("TCP_INFO: %w", err)
+	acked := func() (uint64, error) {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			return 0, fmt.Errorf("TCP_INFO: %w", err)
+		}
+		return info.Bytes_acked, nil
 	}
-	outq, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
-	if err != nil {
-		return 0, fmt.Errorf("SIOCOUTQ: %w", err)
+	before, err := acked()
+	for err == nil {
+		var outq int
+		if outq, err = unix.IoctlGetInt(fd, unix.SIOCOUTQ); err != nil {
+			return 0, fmt.Errorf("SIOCOUTQ: %w", err)
+		}
+		var after uint64
+		if after, err = acked(); err == nil && after == before {
+			return before + uint64(outq), nil
+		}
+		before = after
 	}
-	return info.Bytes_acked + uint64(outq), nil
+	return 0, err
 }
 
 // pushQueued sends bytes that reached the socket before it entered the sockmap through the

@@ -57,22 +57,12 @@ func (k *Kernel) SelfTest() error {
 		return fmt.Errorf("listen on loopback: %w", err)
 	}
 	defer ln.Close()
-	pair := func() (client, server *net.TCPConn, err error) {
-		if client, err = net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr)); err != nil {
-			return nil, nil, err
-		}
-		if server, err = ln.AcceptTCP(); err != nil {
-			client.Close()
-			return nil, nil, err
-		}
-		return client, server, nil
-	}
-	ca, sa, err := pair()
+	ca, sa, err := loopbackPair(ln)
 	if err != nil {
 		return err
 	}
 	defer ca.Close()
-	cb, sb, err := pair()
+	cb, sb, err := loopbackPair(ln)
 	if err != nil {
 		sa.Close()
 		return err
@@ -133,4 +123,16 @@ func (k *Kernel) SelfTest() error {
 		return errors.New("the pair never reached the kernel path")
 	}
 	return nil
+}
+
+// loopbackPair dials ln and accepts: the two ends of one new connection.
+func loopbackPair(ln *net.TCPListener) (client, server *net.TCPConn, err error) {
+	if client, err = net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr)); err != nil {
+		return nil, nil, err
+	}
+	if server, err = ln.AcceptTCP(); err != nil {
+		client.Close()
+		return nil, nil, err
+	}
+	return client, server, nil
 }
