@@ -30,7 +30,7 @@ func TestSlowReaderBoundsKernelMemory(t *testing.T) {
 	}
 	const offered = 512 << 20
 	memBefore := memAvailable(t)
-	w := startWriter(s.clientA, offered, 31)
+	w := startWriter(s.clientA, offered, 31, 0)
 
 	// Sockets on the way: the writer's send buffer, the path's receive and send buffers, the
 	// reader's receive buffer.
@@ -97,7 +97,8 @@ type writer struct {
 	sum     []byte
 }
 
-func startWriter(c *net.TCPConn, n int64, seed uint64) *writer {
+// startWriter writes n bytes from seed to c in 256 KiB writes, pausing pace after each.
+func startWriter(c *net.TCPConn, n int64, seed uint64, pace time.Duration) *writer {
 	w := &writer{done: make(chan error, 1)}
 	go func() {
 		h := newChecksum()
@@ -113,6 +114,7 @@ func startWriter(c *net.TCPConn, n int64, seed uint64) *writer {
 					return
 				}
 				w.written.Add(int64(k))
+				time.Sleep(pace)
 			}
 			if err != nil { // io.EOF or io.ErrUnexpectedEOF: all n bytes were read
 				break

@@ -26,6 +26,7 @@ import (
 // of stream and errors. (Measured reasons: shared/sockmap-notes.md.)
 type Kernel struct {
 	objs         *loader.Objects
+	guard        *openMaps // held by every use of objs, so Close never frees a map in use
 	log          *slog.Logger
 	promoteBytes int64
 	promoteAfter time.Duration
@@ -86,7 +87,7 @@ func NewKernel(opts KernelOptions) (*Kernel, error) {
 		objs.Close()
 		return nil, err
 	}
-	k := &Kernel{objs: objs, log: opts.Log, promoteBytes: opts.PromoteBytes, promoteAfter: opts.PromoteAfter, always: opts.Always,
+	k := &Kernel{objs: objs, guard: &openMaps{}, log: opts.Log, promoteBytes: opts.PromoteBytes, promoteAfter: opts.PromoteAfter, always: opts.Always,
 		maxBacklog: opts.MaxBacklog, mon: mon, events: events, guardDone: make(chan struct{}), obs: opts.Observer}
 	go k.guardBacklogs()
 	return k, nil
@@ -98,8 +99,37 @@ func (k *Kernel) Close() error {
 	k.mon.close()
 	k.events.Close()
 	<-k.guardDone
-	return k.objs.Close()
+	return k.guard.close(k.objs.Close)
 }
+
+// openMaps keeps the BPF objects open while anything uses them: a scrape, a promotion or a
+// teardown can still be running when the gateway stops, or when a self-test that timed out is
+// closed (both seen as data races in the VM suite).
+type openMaps struct {
+	mu     sync.RWMutex
+	closed bool
+}
+
+// use reports whether the objects are open and, if so, keeps them open until done.
+func (o *openMaps) use() bool {
+	o.mu.RLock()
+	if o.closed {
+		o.mu.RUnlock()
+		return false
+	}
+	return true
+}
+
+func (o *openMaps) done() { o.mu.RUnlock() }
+
+func (o *openMaps) close(release func() error) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.closed = true
+	return release()
+}
+
+var errClosed = errors.New("kernel data path closed")
 
 // Mode implements Path.
 func (k *Kernel) Mode() string {
@@ -273,8 +303,13 @@ func (k *Kernel) promote(ctx context.Context, a, b *net.TCPConn, pre Result) Res
 		pre.Err = err
 		return pre
 	}
+	pa.drained, pb.drained = uint64(drainedAB), uint64(drainedBA)
 	for _, s := range []*promotedSocket{pa, pb} {
-		if s.base, err = sentTotal(s.fd); err != nil {
+		s.base, err = sentTotal(s.fd)
+		if err == nil {
+			s.consumed, err = consumedTotal(s.fd)
+		}
+		if err != nil {
 			pa.close()
 			pb.close()
 			k.fallback("socket")
@@ -373,6 +408,10 @@ func (k *Kernel) stayUserspace(ctx context.Context, a, b *net.TCPConn, pre Resul
 // the verdict map; so a verdict never runs before its peer can be redirected to (notes,
 // pitfall 1). On error everything inserted is removed again.
 func (k *Kernel) insert(a, b *promotedSocket) (err error) {
+	if !k.guard.use() {
+		return errClosed
+	}
+	defer k.guard.done()
 	m := k.objs
 	var undo []func()
 	defer func() {
@@ -408,6 +447,10 @@ func (k *Kernel) insert(a, b *promotedSocket) (err error) {
 // remove takes a promoted pair out of the maps in teardown order: the verdict map first, so
 // no new bytes are redirected, then the targets, then the directions (read for the counts).
 func (k *Kernel) remove(a, b *promotedSocket) (ab, ba uint64) {
+	if !k.guard.use() {
+		return 0, 0
+	}
+	defer k.guard.done()
 	m := k.objs
 	for _, mp := range []*ebpf.Map{m.Sockets(), m.Targets()} {
 		_ = mp.Delete(a.cookie)
@@ -430,6 +473,10 @@ func (k *Kernel) remove(a, b *promotedSocket) (ab, ba uint64) {
 
 // redirected reads how many bytes the kernel has moved from s to its peer.
 func (k *Kernel) redirected(s *promotedSocket) uint64 {
+	if !k.guard.use() {
+		return 0
+	}
+	defer k.guard.done()
 	var d loader.Direction
 	if k.objs.Directions().Lookup(s.cookie, &d) != nil {
 		return 0
@@ -456,6 +503,15 @@ type MapUsage struct {
 // connections on its path now, and how full each map is.
 func (k *Kernel) Stats() (KernelStats, error) {
 	var st KernelStats
+	k.bySocket.Range(func(_, v any) bool {
+		s := v.(*promotedSocket)
+		st.Backlog += int64(s.conn.held(s))
+		return true
+	})
+	if !k.guard.use() {
+		return st, errClosed
+	}
+	defer k.guard.done()
 	var cookie uint64
 	var d loader.Direction
 	it := k.objs.Directions().Iterate()
@@ -465,11 +521,6 @@ func (k *Kernel) Stats() (KernelStats, error) {
 	if err := it.Err(); err != nil {
 		return st, fmt.Errorf("read directions map: %w", err)
 	}
-	k.bySocket.Range(func(_, v any) bool {
-		s := v.(*promotedSocket)
-		st.Backlog += int64(s.conn.held(s))
-		return true
-	})
 	for name, m := range map[string]*ebpf.Map{
 		"sockets": k.objs.Sockets(), "targets": k.objs.Targets(), "directions": k.objs.Directions(), "limits": k.objs.Limits(),
 	} {

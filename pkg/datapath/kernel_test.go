@@ -103,7 +103,12 @@ func (s spliced) wait(t *testing.T) Result {
 // src half-closes after its bytes, and dst must then see end of stream. The read deadline
 // allows 30 s plus 20 MiB/s, far below any path's speed, even in the kernel's slow state.
 func sendAndCheck(src, dst *net.TCPConn, n int64, seed uint64) error {
-	w := startWriter(src, n, seed)
+	return sendAndCheckPaced(src, dst, n, seed, 0)
+}
+
+// sendAndCheckPaced is sendAndCheck with a pause after each 256 KiB write.
+func sendAndCheckPaced(src, dst *net.TCPConn, n int64, seed uint64, pace time.Duration) error {
+	w := startWriter(src, n, seed, pace)
 	got := newChecksum()
 	_ = dst.SetReadDeadline(time.Now().Add(30*time.Second + time.Duration(n/(20<<20))*time.Second))
 	m, err := io.CopyBuffer(got, dst, make([]byte, 256<<10))
@@ -327,7 +332,9 @@ func TestMapCounts(t *testing.T) {
 }
 
 // TestAutoPromotesMidTransferBothWays: promotion while bytes flow both ways at once, with
-// checksums; the userspace phase is stopped mid-stream and the kernel takes over.
+// checksums; the userspace phase is stopped mid-stream and the kernel takes over. The writers
+// pause 1 ms every 256 KiB: unpaced, loopback carries 32 MiB and the FIN before the promotion
+// has drained the queues, and the connection rightly stays in userspace.
 func TestAutoPromotesMidTransferBothWays(t *testing.T) {
 	k := newKernel(t, false, 1<<20)
 	s := splice(t, k, nil)
@@ -335,8 +342,8 @@ func TestAutoPromotesMidTransferBothWays(t *testing.T) {
 	var wg sync.WaitGroup
 	var errAB, errBA error
 	wg.Add(2)
-	go func() { defer wg.Done(); errAB = sendAndCheck(s.clientA, s.clientB, n, 21) }()
-	go func() { defer wg.Done(); errBA = sendAndCheck(s.clientB, s.clientA, n, 22) }()
+	go func() { defer wg.Done(); errAB = sendAndCheckPaced(s.clientA, s.clientB, n, 21, time.Millisecond) }()
+	go func() { defer wg.Done(); errBA = sendAndCheckPaced(s.clientB, s.clientA, n, 22, time.Millisecond) }()
 	wg.Wait()
 	if errAB != nil || errBA != nil {
 		t.Fatalf("a->b: %v, b->a: %v", errAB, errBA)

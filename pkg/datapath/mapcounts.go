@@ -15,6 +15,7 @@ import (
 // is full the connection is counted in an in-process table instead: never lost, never failed.
 type MapCounts struct {
 	m        *ebpf.Map
+	guard    *openMaps // the kernel path's: the map is read only while open
 	mu       sync.Mutex
 	ids      map[string]uint32
 	overflow counts.Table
@@ -24,7 +25,7 @@ var _ counts.Counter = (*MapCounts)(nil)
 
 // Counts returns the open-connection counts kept in the kernel path's map.
 func (k *Kernel) Counts() *MapCounts {
-	return &MapCounts{m: k.objs.OpenCounts(), ids: map[string]uint32{}}
+	return &MapCounts{m: k.objs.OpenCounts(), guard: k.guard, ids: map[string]uint32{}}
 }
 
 func (c *MapCounts) key(routingKey, target string) loader.OpenKey {
@@ -46,7 +47,10 @@ func (c *MapCounts) Open(routingKey, target string) int {
 	c.mu.Lock()
 	k := c.key(routingKey, target)
 	var n uint64
-	_ = c.m.Lookup(k, &n)
+	if c.guard.use() {
+		_ = c.m.Lookup(k, &n)
+		c.guard.done()
+	}
 	c.mu.Unlock()
 	return int(n) + c.overflow.Open(routingKey, target)
 }
@@ -56,9 +60,14 @@ func (c *MapCounts) Acquire(routingKey, target string) func() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	k := c.key(routingKey, target)
+	if !c.guard.use() {
+		return c.overflow.Acquire(routingKey, target)
+	}
 	var n uint64
 	_ = c.m.Lookup(k, &n)
-	if err := c.m.Put(k, n+1); err != nil {
+	err := c.m.Put(k, n+1)
+	c.guard.done()
+	if err != nil {
 		return c.overflow.Acquire(routingKey, target)
 	}
 	var once sync.Once
@@ -66,6 +75,10 @@ func (c *MapCounts) Acquire(routingKey, target string) func() {
 		once.Do(func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()
+			if !c.guard.use() {
+				return
+			}
+			defer c.guard.done()
 			var n uint64
 			_ = c.m.Lookup(k, &n)
 			if n <= 1 {
@@ -91,8 +104,11 @@ func (c *MapCounts) Each(f func(routingKey, target string, open int)) {
 		n           int
 	}
 	var entries []entry
-	for it := c.m.Iterate(); it.Next(&k, &n); {
-		entries = append(entries, entry{names[k.RoutingKey], names[k.Target], int(n)})
+	if c.guard.use() {
+		for it := c.m.Iterate(); it.Next(&k, &n); {
+			entries = append(entries, entry{names[k.RoutingKey], names[k.Target], int(n)})
+		}
+		c.guard.done()
 	}
 	c.mu.Unlock()
 	for _, e := range entries {
@@ -105,6 +121,10 @@ func (c *MapCounts) Each(f func(routingKey, target string, open int)) {
 func (c *MapCounts) Entries() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.guard.use() {
+		return 0
+	}
+	defer c.guard.done()
 	return countKeys[loader.OpenKey](c.m)
 }
 

@@ -21,8 +21,11 @@ type promotedSocket struct {
 	// the pre-insert drain, which writes to it in userspace: counting those as redirected
 	// bytes delivered would pass a FIN on while kernel-redirected bytes still wait.
 	base uint64
-	peer *promotedSocket
-	conn *promotedConn
+	// consumed is how many bytes userspace had taken from this socket's receive stream when it
+	// entered the maps; drained, how many of them the pre-insert drain carried to the peer.
+	consumed, drained uint64
+	peer              *promotedSocket
+	conn              *promotedConn
 	// Guarded by conn.mu:
 	eof     bool // the remote end of this socket sent FIN
 	shut    bool // we half-closed this socket
@@ -74,6 +77,37 @@ func sentTotal(fd int) (uint64, error) {
 		var after uint64
 		if after, err = acked(); err == nil && after == before {
 			return before + uint64(outq), nil
+		}
+		before = after
+	}
+	return 0, err
+}
+
+// consumedTotal is how many bytes of fd's receive stream have been taken from its queue: all
+// received (TCP_INFO bytes_received) less those still waiting (a peek that copies nothing).
+// The received count is read on both sides of the peek, and again until it did not move.
+func consumedTotal(fd int) (uint64, error) {
+	received := func() (uint64, error) {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			return 0, fmt.Errorf("TCP_INFO: %w", err)
+		}
+		return info.Bytes_received, nil
+	}
+	before, err := received()
+	for err == nil {
+		// MSG_TRUNC: count without copying; MSG_PEEK: leave them queued.
+		n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), 0, 1<<30,
+			unix.MSG_PEEK|unix.MSG_TRUNC|unix.MSG_DONTWAIT, 0, 0)
+		if errno != 0 && errno != unix.EAGAIN {
+			return 0, fmt.Errorf("peek at the receive queue: %w", errno)
+		}
+		if errno != 0 {
+			n = 0
+		}
+		var after uint64
+		if after, err = received(); err == nil && after == before {
+			return before - uint64(n), nil
 		}
 		before = after
 	}
@@ -154,7 +188,7 @@ func (c *promotedConn) event(s *promotedSocket, events uint32) {
 // forwardFIN half-closes s's peer once every byte redirected from s has entered the peer's
 // send stream; a shutdown earlier would drop bytes still queued for it (notes, pitfall 5).
 func (c *promotedConn) forwardFIN(s *promotedSocket) {
-	if !c.awaitDelivered(s) {
+	if !c.awaitDelivered(s, owedAtEOF) {
 		return
 	}
 	c.mu.Lock()
