@@ -32,7 +32,10 @@ debian=$(grep -o 'Debian [0-9][^ )]*' /proc/version | tail -1)
 echo "guest: Linux $kernel${debian:+ ($debian)}, $(nproc) vCPU, $(awk '/MemTotal/ {printf "%d MiB", $2/1024}' /proc/meminfo)"
 if command -v bpftool >/dev/null; then
 	echo "guest: bpftool feature probe (the program and map types skfwd uses):"
-	bpftool feature probe kernel 2>/dev/null | grep -E '(program_type sk_skb|map_type (sockmap|sockhash|ringbuf)) ' | sed 's/^/  /'
+	probe=$(bpftool feature probe kernel 2>&1)
+	rc=$?
+	grep -E '(program_type sk_skb|map_type (sockmap|sockhash|ringbuf)) ' <<<"$probe" | sed 's/^/  /' ||
+		echo "  bpftool feature probe kernel: exit $rc: $(tail -1 <<<"$probe")"
 fi
 
 summary=()

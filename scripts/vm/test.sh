@@ -211,13 +211,15 @@ end
 # version checks over the network.
 export VAGRANT_DEFAULT_PROVIDER=libvirt VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_BOX_UPDATE_CHECK_DISABLE=1
 export VAGRANT_DOTFILE_PATH=$run_dir/vagrant
+# vagrant's rsync makes its ssh control directories in TMPDIR: removed with the run directory.
+export TMPDIR=$run_dir
 export SKFWD_BOX=$box SKFWD_VM_LOCAL=1 SKFWD_VM_POOL=$pool SKFWD_VM_PREFIX="skfwd-vmtest-$$-"
 domain=${SKFWD_VM_PREFIX}default
 
 begin "vagrant up ($box)"
 vagrant_used=1
 # vagrant draws progress bars with carriage returns even into a pipe: keep the log readable.
-bounded vagrant up --provider=libvirt 2>&1 | tr '\r' '\n' | grep -av 'Progress: ' >&2
+bounded vagrant up --provider=libvirt 2>&1 | stdbuf -oL tr '\r' '\n' | grep --line-buffered -av 'Progress: ' >&2
 vagrant ssh-config >"$run_dir/ssh-config"
 end
 
