@@ -45,7 +45,7 @@ pool=skfwd-vm
 started=$SECONDS
 deadline=$((SECONDS + budget))
 
-log() { printf 'vm-test: %s\n' "$*" >&2; }
+log() { printf 'vm-test %s: %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 # --- stages, timed for the summary ---
@@ -192,11 +192,24 @@ else
 	fi
 	chains_before=$(libvirt_chains)
 	forward_before=$(cat /proc/sys/net/ipv4/ip_forward)
-	libvirtd -d -p "$run_dir/libvirtd.pid"
+	# /dev/kvm exists here but only root may open it: libvirt probes QEMU's capabilities with
+	# KVM, then finds KVM unusable for its QEMU user and throws the cache away at every lookup
+	# (4 s each, measured; vagrant up took 200 s instead of 60). So libvirtd runs in a private
+	# mount namespace where /dev/kvm is an empty file (it probes without KVM once and keeps it)
+	# and, since it could not carry that file into a domain's own /dev, with qemu.conf's
+	# per-domain mount namespaces off. Nothing changes outside that namespace.
+	: >"$run_dir/no-kvm"
+	{ grep -v '^[[:space:]]*namespaces[[:space:]]*=' /etc/libvirt/qemu.conf; echo 'namespaces = []'; } >"$run_dir/qemu.conf"
+	# shellcheck disable=SC2016 # $1..$3 are the inner shell's
+	unshare --mount --propagation private sh -c '
+		set -e
+		[ ! -e /dev/kvm ] || mount --bind "$1" /dev/kvm
+		mount --bind "$2" /etc/libvirt/qemu.conf
+		exec libvirtd -d -p "$3"' sh "$run_dir/no-kvm" "$run_dir/qemu.conf" "$run_dir/libvirtd.pid"
 	for _ in $(seq 50); do [ -s "$run_dir/libvirtd.pid" ] && break; sleep 0.1; done
 	libvirtd_pid=$(cat "$run_dir/libvirtd.pid")
 	log "started libvirtd (pid $libvirtd_pid)"
-	for _ in $(seq 100); do virsh version >/dev/null 2>&1 && break; sleep 0.1; done
+	for _ in $(seq 600); do virsh version >/dev/null 2>&1 && break; sleep 0.1; done
 	virsh version >/dev/null || die "libvirtd does not answer"
 fi
 nets_before=$(virsh net-list --all --name; echo -)
@@ -213,13 +226,19 @@ export VAGRANT_DEFAULT_PROVIDER=libvirt VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_BOX
 export VAGRANT_DOTFILE_PATH=$run_dir/vagrant
 # vagrant's rsync makes its ssh control directories in TMPDIR: removed with the run directory.
 export TMPDIR=$run_dir
+# Ruby buffers vagrant's output into a pipe until it exits: make it line by line.
+# shellcheck disable=SC2016 # Ruby's globals
+echo '$stdout.sync = true; $stderr.sync = true' >"$run_dir/sync.rb"
+export RUBYOPT="-r$run_dir/sync.rb"
 export SKFWD_BOX=$box SKFWD_VM_LOCAL=1 SKFWD_VM_POOL=$pool SKFWD_VM_PREFIX="skfwd-vmtest-$$-"
 domain=${SKFWD_VM_PREFIX}default
 
 begin "vagrant up ($box)"
 vagrant_used=1
 # vagrant draws progress bars with carriage returns even into a pipe: keep the log readable.
-bounded vagrant up --provider=libvirt 2>&1 | stdbuf -oL tr '\r' '\n' | grep --line-buffered -av 'Progress: ' >&2
+bounded vagrant up --provider=libvirt 2>&1 | stdbuf -oL tr '\r' '\n' | while IFS= read -r line; do
+	[[ $line == *'Progress: '* ]] || printf '%(%T)T %s\n' -1 "$line"
+done >&2
 vagrant ssh-config >"$run_dir/ssh-config"
 end
 
