@@ -5,7 +5,8 @@
 # up with vagrant-libvirt under QEMU software emulation, builds the test binaries on the host
 # (race-enabled), runs them in the VM as root (scripts/vm/guest-run.sh), destroys the VM and
 # exits with the suites' status. Everything it creates is removed on any exit, Ctrl-C included:
-# the VM, the libvirt network vagrant defined, the storage pool, the daemons it started.
+# the VM, the libvirt network vagrant defined, the storage pool, the daemons it started and
+# the firewall chains and IPv4 forwarding those daemons set.
 #
 #   SKFWD_VM_SUITES      suites to run: "unit bpf netns" (default all three)
 #   SKFWD_VM_DATA_PATHS  netns data paths: default "userspace auto sockmap"
@@ -25,8 +26,8 @@ cache=${SKFWD_VM_CACHE:-/var/cache/skfwd-vm}
 suites=${SKFWD_VM_SUITES:-unit bpf netns}
 modes=${SKFWD_VM_DATA_PATHS:-userspace auto sockmap}
 netns_run=${SKFWD_VM_NETNS_RUN:-}
-# Under emulation the guest runs 8-12x slower than this host (measured: 64 MiB through the
-# kernel path 33 MiB/s vs 403 MiB/s, splice(2) 76 vs 640 MiB/s). These BPF-suite tests generate
+# Under emulation the guest runs 8-14x slower than this host (measured: 64 MiB through the
+# kernel path 34 MiB/s vs 403 MiB/s, splice(2) 76 vs 640 MiB/s). These BPF-suite tests generate
 # 64-256 MiB of random bytes byte by byte under the race detector and must move them within
 # 10-30 s: they time out in the guest on generation speed, not on the kernel (README, Kernel
 # support).
@@ -51,7 +52,7 @@ die() { log "$*"; exit 1; }
 # --- stages, timed for the summary ---
 stages=() stage='' stage_start=0
 begin() { stage=$1; stage_start=$SECONDS; log "$stage"; }
-end() { stages+=("$(printf '  %-34s %5d s' "$stage" $((SECONDS - stage_start)))"); stage=; }
+end() { stages+=("$(printf '  %-44s %5d s' "$stage" $((SECONDS - stage_start)))"); stage=; }
 # bounded runs a command within what is left of the budget.
 bounded() {
 	local t=$((deadline - SECONDS))
