@@ -62,7 +62,7 @@ bounded() {
 
 # --- what this run created, for cleanup ---
 run_dir='' libvirtd_pid='' virtlogd_pid='' made_pool='' nets_before='' vagrant_used='' domain=''
-chains_before='' forward_before=''
+chains_before='' forward_before='' run_libvirt_before=''
 
 virsh() { command virsh -q -c qemu:///system "$@"; }
 
@@ -133,6 +133,8 @@ cleanup() {
 		# Only what our libvirtd added: there were no LIBVIRT_ chains before it started.
 		[ "$chains_before" = 0 ] && remove_libvirt_firewall
 		[ -n "$forward_before" ] && echo "$forward_before" >/proc/sys/net/ipv4/ip_forward
+		# The daemons' runtime state (sockets, network status, tokens), unless it was there before.
+		if [ "$run_libvirt_before" = no ]; then rm -rf /run/libvirt; fi
 	fi
 	[ -n "$run_dir" ] && rm -rf "$run_dir"
 	if ((${#stages[@]})); then
@@ -185,6 +187,7 @@ run_dir=$(mktemp -d "$cache/run.XXXXXX")
 if virsh version >/dev/null 2>&1; then
 	log "libvirtd already running: using it"
 else
+	if [ -e /run/libvirt ]; then run_libvirt_before=yes; else run_libvirt_before=no; fi
 	if ! pgrep -x virtlogd >/dev/null; then
 		virtlogd -d -p "$run_dir/virtlogd.pid"
 		for _ in $(seq 50); do [ -s "$run_dir/virtlogd.pid" ] && break; sleep 0.1; done
