@@ -255,5 +255,6 @@ set +e
 bounded "${ssh[@]}" "$remote"
 status=$?
 set -e
+[ "$status" != 124 ] || log "time limit reached (SKFWD_VM_TIMEOUT=$budget s)"
 end
 exit "$status"
