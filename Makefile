@@ -5,7 +5,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help build deps generate generate-check test test-unit test-netns lint docs fuzz demo bench bench-quick vagrant-check clean
+.PHONY: help build deps generate generate-check test test-unit test-netns lint docs fuzz demo bench bench-quick vagrant-check vm-box vm-test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -67,5 +67,11 @@ bench-quick: deps build ## the benchmark at a few seconds per workload, 1 repeti
 vagrant-check: ## syntax-check the Vagrantfile
 	ruby -c Vagrantfile >/dev/null
 
+vm-box: ## build the Debian 12 libvirt box offline from Debian's archive and register it with vagrant (root; cached)
+	@scripts/vm/box.sh
+
+vm-test: ## unit, BPF and netns suites in a Debian 12 VM (kernel 6.1, QEMU emulation, vagrant-libvirt; root)
+	@scripts/vm/test.sh
+
 clean: ## remove build output
-	rm -rf bin
+	rm -rf bin out

@@ -58,7 +58,7 @@ box_key() {
 registered() { vagrant box list --machine-readable 2>/dev/null | grep -q ",box-name,$1\$"; }
 
 # --- the build, in a scratch directory removed (with its mounts and loop device) on any exit ---
-work= loopdev= mnt=
+work='' loopdev='' mnt=''
 cleanup() {
 	set +e
 	if [ -n "$mnt" ] && mountpoint -q "$mnt"; then umount -R "$mnt"; fi
@@ -93,7 +93,7 @@ make_disk() {
 
 configure_guest() {
 	local root=$1 kernel
-	kernel=$(cd "$root/boot" && ls vmlinuz-* | sort -V | tail -1)
+	kernel=$(find "$root/boot" -maxdepth 1 -name 'vmlinuz-*' -printf '%f\n' | sort -V | tail -1)
 	kernel=${kernel#vmlinuz-}
 	echo "LABEL=$label / ext4 errors=remount-ro 0 1" >"$root/etc/fstab"
 	echo skfwd-vm >"$root/etc/hostname"
@@ -106,7 +106,7 @@ configure_guest() {
 	# Vagrant's well-known insecure key, shipped in Debian's vagrant package; vagrant swaps it
 	# for a fresh key on first boot.
 	local pub
-	pub=$(ls /usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub 2>/dev/null | head -1)
+	pub=$(find /usr/share/rubygems-integration/all/gems -path '*/vagrant-*/keys/vagrant.pub' 2>/dev/null | head -1)
 	[ -n "$pub" ] || die "vagrant's insecure public key (keys/vagrant.pub) not found: apt-get install vagrant"
 	install -d -m 0700 -o 1000 -g 1000 "$root/home/vagrant/.ssh"
 	install -m 0600 -o 1000 -g 1000 "$pub" "$root/home/vagrant/.ssh/authorized_keys"
@@ -120,7 +120,7 @@ configure_guest() {
 	mount --bind /dev "$root/dev"
 	mount -t proc proc "$root/proc"
 	mount -t sysfs sysfs "$root/sys"
-	chroot "$root" grub-install --target=i386-pc --modules="part_msdos ext2" "$loopdev" 2>&1 | grep -v '^Installation finished' >&2 || true
+	chroot "$root" grub-install --target=i386-pc --modules="part_msdos ext2" "$loopdev" 2>&1 | grep -Ev '^(Installing for|Installation finished)' >&2 || true
 	[ -e "$root/boot/grub/i386-pc/core.img" ] || die "grub-install failed"
 	# A fixed grub.cfg: grub-mkconfig in a chroot would name the loop device as root.
 	cat >"$root/boot/grub/grub.cfg" <<-EOF
@@ -131,6 +131,7 @@ configure_guest() {
 		boot
 	EOF
 	umount "$root/sys" "$root/proc" "$root/dev"
+	# shellcheck disable=SC2016 # ${Version} is dpkg-query's, not the shell's
 	log "guest kernel $kernel (Debian $(chroot "$root" dpkg-query -W -f='${Version}' "linux-image-$kernel"))"
 }
 
@@ -190,6 +191,10 @@ main() {
 		vagrant box remove --force --all "$old" >&2 || true
 	done
 	find "$cache/box" -maxdepth 1 -name 'debian12-*.box' ! -name "debian12-$key.box" -delete
+	# ... and their images vagrant-libvirt uploaded to make vm-test's storage pool.
+	if [ -d "$cache/pool" ]; then
+		find "$cache/pool" -maxdepth 1 -name 'skfwd-VAGRANTSLASH-debian12-*' ! -name "*-${key}_*" -delete
+	fi
 	vagrant box add --force --name "$name" "$file" >&2
 	echo "$name" >"$cache/box/current"
 	log "built $name in $((SECONDS - started)) s: $file ($(du -h "$file" | cut -f1))"
