@@ -241,7 +241,7 @@ func (c *promotedConn) awaitDelivered(s *promotedSocket, owedTo func(*promotedCo
 	progressed := time.Now()
 	for {
 		c.mu.Lock()
-		if c.finished {
+		if c.over() {
 			c.mu.Unlock()
 			return false
 		}

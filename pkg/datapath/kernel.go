@@ -310,10 +310,14 @@ func (k *Kernel) promote(ctx context.Context, a, b *net.TCPConn, pre Result) Res
 			s.consumed, err = consumedTotal(s.fd)
 		}
 		if err != nil {
+			// A reset that arrived meanwhile is reported here, once (the peek took it from
+			// the socket): both ends must learn of it.
 			pa.close()
 			pb.close()
-			k.fallback("socket")
-			return k.stayUserspace(ctx, a, b, pre)
+			Abort(a)
+			Abort(b)
+			pre.Err = err
+			return pre
 		}
 	}
 	if err := k.insert(pa, pb); err != nil {

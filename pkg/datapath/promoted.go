@@ -147,8 +147,12 @@ type promotedConn struct {
 	k    *Kernel
 	a, b *promotedSocket
 
-	mu        sync.Mutex
-	finished  bool
+	mu       sync.Mutex
+	finished bool
+	// failing: an error was seen and the connection is being reset. Set before c.mu is let
+	// go on the way to abort, so an end of stream read meanwhile (the error already taken by
+	// SO_ERROR) is not passed on as a FIN ahead of the reset.
+	failing   bool
 	userspace []*net.TCPConn // Go's view of demoted sockets, closed at the end
 	res       Result
 	done      chan struct{}
@@ -158,11 +162,12 @@ type promotedConn struct {
 // monitor's goroutine and must not block.
 func (c *promotedConn) event(s *promotedSocket, events uint32) {
 	c.mu.Lock()
-	if c.finished {
+	if c.over() {
 		c.mu.Unlock()
 		return
 	}
 	if soErr, _ := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR); soErr != 0 {
+		c.failing = true
 		c.mu.Unlock()
 		c.abort(fmt.Errorf("socket error: %w", unix.Errno(soErr)))
 		return
@@ -178,12 +183,16 @@ func (c *promotedConn) event(s *promotedSocket, events uint32) {
 		go c.forwardFIN(s)
 		return
 	case err != nil && !errors.Is(err, unix.EAGAIN):
+		c.failing = true
 		c.mu.Unlock()
 		c.abort(fmt.Errorf("socket: %w", err))
 		return
 	}
 	c.mu.Unlock()
 }
+
+// over reports whether the connection ended or is being reset; c.mu is held.
+func (c *promotedConn) over() bool { return c.finished || c.failing }
 
 // forwardFIN half-closes s's peer once every byte redirected from s has entered the peer's
 // send stream; a shutdown earlier would drop bytes still queued for it (notes, pitfall 5).
@@ -192,7 +201,7 @@ func (c *promotedConn) forwardFIN(s *promotedSocket) {
 		return
 	}
 	c.mu.Lock()
-	if c.finished {
+	if c.over() {
 		c.mu.Unlock()
 		return
 	}
