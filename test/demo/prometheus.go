@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -224,27 +223,7 @@ func (p *promServer) waitTargetsUp(ctx context.Context, timeout time.Duration, n
 
 // get calls the HTTP API and returns its data, or the error Prometheus gave.
 func (p *promServer) get(path string, q url.Values) (json.RawMessage, error) {
-	resp, err := p.client.Get(p.url() + path + "?" + q.Encode())
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	var r struct {
-		Status string          `json:"status"`
-		Error  string          `json:"error"`
-		Data   json.RawMessage `json:"data"`
-	}
-	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, fmt.Errorf("%s: %w: %.200s", path, err, body)
-	}
-	if r.Status != "success" {
-		return nil, fmt.Errorf("%s %v: %s", path, q, r.Error)
-	}
-	return r.Data, nil
+	return netlab.PromGet(p.client, p.url(), path, q)
 }
 
 // valuesBy evaluates expr at the given time and returns each series' value by one label.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -245,27 +244,7 @@ type sample struct {
 func (s sample) value() string { v, _ := s.Value[1].(string); return v }
 
 func (p *promServer) get(path string, q url.Values) (json.RawMessage, error) {
-	resp, err := p.client.Get("http://" + p.addr + path + "?" + q.Encode())
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	var r struct {
-		Status string          `json:"status"`
-		Error  string          `json:"error"`
-		Data   json.RawMessage `json:"data"`
-	}
-	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, fmt.Errorf("%s: %w: %s", path, err, body)
-	}
-	if r.Status != "success" {
-		return nil, fmt.Errorf("%s %v: %s", path, q, r.Error)
-	}
-	return r.Data, nil
+	return netlab.PromGet(p.client, "http://"+p.addr, path, q)
 }
 
 // query evaluates expr now through the HTTP API.
