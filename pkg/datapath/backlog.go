@@ -158,7 +158,7 @@ func (c *promotedConn) copyInUserspace(s *promotedSocket) {
 		_, _ = sentTotal(s.fd)
 	}
 	c.mu.Unlock()
-	if !c.awaitDelivered(s, owedRedirected) {
+	if !c.awaitDelivered(s) {
 		return
 	}
 	src, err := fileConn(s.fd)
@@ -198,34 +198,7 @@ func (c *promotedConn) copyInUserspace(s *promotedSocket) {
 	}
 }
 
-// What s's peer is owed by the kernel path, counted two ways.
-//
-// The verdict's count (redirected) can include bytes userspace had already read: seen as
-// transfers that hung because the peer never got that many, and, rarely, as bytes delivered
-// twice (README, "Status and limitations"). Those bytes are at most what the pre-insert drain
-// carried, so owedRedirected takes them off; it is what a demoted direction waits for before
-// userspace copies the rest.
-//
-// Once s has seen its end of stream every byte it received was either taken by userspace
-// before the insert or handed to the verdict, so owedAtEOF is exact: all bytes received, less
-// those userspace had taken (and less the FIN). A FIN is passed on only when the peer has that
-// many.
-func owedRedirected(c *promotedConn, s *promotedSocket) (uint64, error) {
-	r := c.k.redirected(s)
-	return r - min(r, s.drained), nil
-}
-
-func owedAtEOF(_ *promotedConn, s *promotedSocket) (uint64, error) {
-	info, err := unix.GetsockoptTCPInfo(s.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-	if err != nil {
-		return 0, fmt.Errorf("TCP_INFO: %w", err)
-	}
-	// The FIN takes a sequence number, which bytes_received counts as one byte.
-	received := info.Bytes_received - min(info.Bytes_received, 1)
-	return received - min(received, s.consumed), nil
-}
-
-// awaitDelivered waits until s's peer has taken into its send stream every byte it is owed.
+// awaitDelivered waits until every byte redirected from s has entered its peer's send stream.
 // Nothing signals that moment, so it polls, backing off. It reports false when the
 // connection ended meanwhile (or failed here, and was aborted).
 //
@@ -235,7 +208,7 @@ func owedAtEOF(_ *promotedConn, s *promotedSocket) (uint64, error) {
 // Waiting for ever would hang both clients, and going on would pass a FIN, or userspace bytes,
 // ahead of bytes still missing; the connection is reset instead, so both ends learn it failed.
 // A slow reader does not trip this: its peer's send queue is not empty.
-func (c *promotedConn) awaitDelivered(s *promotedSocket, owedTo func(*promotedConn, *promotedSocket) (uint64, error)) bool {
+func (c *promotedConn) awaitDelivered(s *promotedSocket) bool {
 	wait := 100 * time.Microsecond
 	var last uint64
 	progressed := time.Now()
@@ -246,10 +219,10 @@ func (c *promotedConn) awaitDelivered(s *promotedSocket, owedTo func(*promotedCo
 			return false
 		}
 		done, err := delivered(s)
-		owed, oerr := owedTo(c, s)
+		owed := c.k.redirected(s)
 		queued, qerr := unix.IoctlGetInt(s.peer.fd, unix.SIOCOUTQ)
 		c.mu.Unlock()
-		if err = errors.Join(err, oerr, qerr); err != nil {
+		if err = errors.Join(err, qerr); err != nil {
 			c.abort(err)
 			return false
 		}
@@ -260,8 +233,7 @@ func (c *promotedConn) awaitDelivered(s *promotedSocket, owedTo func(*promotedCo
 			last, progressed = done, time.Now()
 		} else if time.Since(progressed) > deliveryStall {
 			c.k.log.Warn("kernel data path: redirected bytes stopped reaching the peer; resetting the connection",
-				"owed", owed, "delivered", done, "redirected", c.k.redirected(s), "drained", s.drained,
-				"stalled_for", time.Since(progressed).Round(time.Millisecond))
+				"redirected", owed, "delivered", done, "stalled_for", time.Since(progressed).Round(time.Millisecond))
 			c.abort(fmt.Errorf("kernel data path: %d of %d bytes owed never reached the peer", owed-done, owed))
 			return false
 		}

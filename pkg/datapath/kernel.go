@@ -295,29 +295,13 @@ func (k *Kernel) promote(ctx context.Context, a, b *net.TCPConn, pre Result) Res
 		k.fallback("busy")
 		return k.stayUserspace(ctx, a, b, pre)
 	}
-	// failed resets both ends: they must learn of an error seen here.
-	failed := func(err error) Result {
+	if err := errors.Join(errAB, errBA); err != nil {
 		pa.close()
 		pb.close()
 		Abort(a)
 		Abort(b)
 		pre.Err = err
 		return pre
-	}
-	if err := errors.Join(errAB, errBA); err != nil {
-		return failed(err)
-	}
-	pa.drained, pb.drained = uint64(drainedAB), uint64(drainedBA)
-	for _, s := range []*promotedSocket{pa, pb} {
-		s.base, err = sentTotal(s.fd)
-		if err == nil {
-			// A reset that arrived meanwhile is reported by this peek, once (it takes the
-			// error from the socket).
-			s.consumed, err = consumedTotal(s.fd)
-		}
-		if err != nil {
-			return failed(err)
-		}
 	}
 	if err := k.insert(pa, pb); err != nil {
 		pa.close()
