@@ -304,6 +304,11 @@ func (k *Kernel) promote(ctx context.Context, a, b *net.TCPConn, pre Result) Res
 		return pre
 	}
 	if err := k.insert(pa, pb); err != nil {
+		// A scrape may have found the pair in bySocket before the insert undid it: mark the
+		// connection over under its lock before the descriptors go.
+		c.mu.Lock()
+		c.finished = true
+		c.mu.Unlock()
 		pa.close()
 		pb.close()
 		reason := "map"
