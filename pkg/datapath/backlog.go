@@ -219,22 +219,22 @@ func (c *promotedConn) awaitDelivered(s *promotedSocket) bool {
 			return false
 		}
 		done, err := delivered(s)
-		owed := c.k.redirected(s)
+		redirected := c.k.redirected(s)
 		queued, qerr := unix.IoctlGetInt(s.peer.fd, unix.SIOCOUTQ)
 		c.mu.Unlock()
 		if err = errors.Join(err, qerr); err != nil {
 			c.abort(err)
 			return false
 		}
-		if done >= owed {
+		if done >= redirected {
 			return true
 		}
 		if done != last || queued > 0 {
 			last, progressed = done, time.Now()
 		} else if time.Since(progressed) > deliveryStall {
 			c.k.log.Warn("kernel data path: redirected bytes stopped reaching the peer; resetting the connection",
-				"redirected", owed, "delivered", done, "stalled_for", time.Since(progressed).Round(time.Millisecond))
-			c.abort(fmt.Errorf("kernel data path: %d of %d bytes owed never reached the peer", owed-done, owed))
+				"redirected", redirected, "delivered", done, "stalled_for", time.Since(progressed).Round(time.Millisecond))
+			c.abort(fmt.Errorf("kernel data path: %d of %d redirected bytes never reached the peer", redirected-done, redirected))
 			return false
 		}
 		time.Sleep(wait)

@@ -61,8 +61,8 @@ func newPromotedSocket(c *net.TCPConn) (*promotedSocket, error) {
 // queued (SIOCOUTQ). The two come from two system calls, and an ACK between them would move
 // bytes from the second count to the first unseen: the sum would come out short by up to a
 // window, and a base taken short makes delivered() count bytes that were never sent, which
-// passes a FIN on before them. So the acknowledged count is read on both sides of the queue length and the read is retried until
-// no ACK came between.
+// passes a FIN on before them. So the acknowledged count is read on both sides of the queue
+// length, and the read is retried until no ACK came between.
 func sentTotal(fd int) (uint64, error) {
 	acked := func() (uint64, error) {
 		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
