@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"time"
@@ -183,8 +184,14 @@ func (c *promotedConn) copyInUserspace(s *promotedSocket) {
 	c.userspace = append(c.userspace, src, dst)
 	c.mu.Unlock()
 
-	n, err := pipe(dst, src)
+	n, err := io.Copy(dst, src)
 	s.copied.Store(n)
+	if err == nil {
+		err = c.accountFor(s, uint64(n))
+	}
+	if err == nil {
+		err = endOfStream(dst, src)
+	}
 	if err != nil {
 		c.abort(err)
 		return

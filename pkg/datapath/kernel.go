@@ -303,6 +303,15 @@ func (k *Kernel) promote(ctx context.Context, a, b *net.TCPConn, pre Result) Res
 		pre.Err = err
 		return pre
 	}
+	if err = pa.mark(); err == nil {
+		err = pb.mark()
+	}
+	if err != nil {
+		pa.close()
+		pb.close()
+		k.fallback("socket")
+		return k.stayUserspace(ctx, a, b, pre)
+	}
 	if err := k.insert(pa, pb); err != nil {
 		// A scrape may have found the pair in bySocket before the insert undid it: mark the
 		// connection over under its lock before the descriptors go.
