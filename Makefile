@@ -21,10 +21,7 @@ test: deps vagrant-check test-unit test-netns ## run every test (unit, netns int
 test-unit: ## unit tests with the race detector
 	$(GO) test -race -count=1 ./pkg/... ./cmd/... ./internal/...
 
-# auto (promotion mid-transfer) is left out until its open bug is fixed: it fails this suite
-# now and then, also at the commit that introduced it (README, "Status and limitations").
-# `make test-netns DATA_PATHS=auto` runs it.
-DATA_PATHS ?= userspace sockmap
+DATA_PATHS ?= auto userspace sockmap
 
 test-netns: ## integration tests: real multi-site networks in namespaces, once per data path (root)
 	@for m in $(DATA_PATHS); do \

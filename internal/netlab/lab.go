@@ -387,8 +387,18 @@ func (s *Site) WaitFor(timeout time.Duration, what string, cond func(gateway.Sta
 // remote sites by name, local connectors as "local:NAME").
 func (s *Site) WaitCandidates(timeout time.Duration, key string, targets ...string) error {
 	want := strings.Join(sortedCopy(targets), ",")
-	return s.WaitFor(timeout, fmt.Sprintf("candidates for %s = [%s]", key, want), func(st gateway.Status) bool {
-		return strings.Join(sortedCopy(Candidates(st, key)), ",") == want
+	return s.WaitFor(timeout, fmt.Sprintf("candidates for %s = [%s], its listeners accepting if any", key, want), func(st gateway.Status) bool {
+		if strings.Join(sortedCopy(Candidates(st, key)), ",") != want {
+			return false
+		}
+		// A listener opens its socket once the gateway has seen a candidate, a moment after
+		// the candidate shows in the status: a test that dials then must not be refused.
+		for _, l := range st.Listeners {
+			if l.RoutingKey == key && len(targets) > 0 && !l.Accepting {
+				return false
+			}
+		}
+		return true
 	})
 }
 

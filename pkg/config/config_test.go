@@ -612,7 +612,7 @@ func TestSettingsGetRoundTrip(t *testing.T) {
 		"tunnel-pool-size":      "8",
 		"first-bytes-limit":     "65536",
 		"reconnect-max-backoff": "5s",
-		"data-path":             "userspace",
+		"data-path":             "auto",
 		"promote-bytes":         "1048576",
 		"promote-after":         "1s",
 		"max-promoted":          "32768",

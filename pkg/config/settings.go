@@ -57,9 +57,7 @@ func DefaultSettings() Settings {
 		TunnelPoolSize:      8,
 		FirstBytesLimit:     65536,
 		ReconnectMaxBackoff: 5 * time.Second,
-		// userspace until mid-transfer promotion (auto) passes its stress test reliably: it
-		// was seen duplicating bytes (README, "Status and limitations").
-		DataPath:     DataPathUserspace,
+		DataPath:     DataPathAuto,
 		PromoteBytes: 1 << 20,
 		PromoteAfter: time.Second,
 		MaxPromoted:  32768,

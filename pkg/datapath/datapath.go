@@ -47,14 +47,18 @@ func (Userspace) Mode() string { return "userspace" }
 
 // Splice implements Path.
 func (Userspace) Splice(ctx context.Context, a, b *net.TCPConn) Result {
-	return join(ctx, a, b, true, true)
+	return join(ctx, a, b, true, true, carried{})
 }
+
+// carried holds bytes already read from one side of a connection and not yet written to the
+// other: the userspace path writes them first.
+type carried struct{ ab, ba []byte }
 
 // join forwards the directions still open (a to b when openAB, b to a when openBA) with
 // splice(2), and closes both sockets before it returns. A direction already ended, here or by an
 // earlier path, is not copied but watched: its source may still be reset, and that must reach the
 // other peer even while the open direction is idle.
-func join(ctx context.Context, a, b *net.TCPConn, openAB, openBA bool) Result {
+func join(ctx context.Context, a, b *net.TCPConn, openAB, openBA bool, carry carried) Result {
 	var (
 		res     Result
 		once    sync.Once
@@ -92,11 +96,11 @@ func join(ctx context.Context, a, b *net.TCPConn, openAB, openBA bool) Result {
 	}
 	// direction copies src to dst when open, then watches src for a reset until the last
 	// open direction has ended, which releases the watchers with a read deadline.
-	direction := func(dst, src *net.TCPConn, open bool, n *int64) {
+	direction := func(dst, src *net.TCPConn, open bool, first []byte, n *int64) {
 		defer wg.Done()
 		if open {
 			var err error
-			*n, err = pipe(dst, src)
+			*n, err = pipe(dst, src, first)
 			if err != nil {
 				end(err)
 				return
@@ -111,8 +115,8 @@ func join(ctx context.Context, a, b *net.TCPConn, openAB, openBA bool) Result {
 		}
 	}
 	wg.Add(2)
-	go direction(b, a, openAB, &res.AToB)
-	direction(a, b, openBA, &res.BToA)
+	go direction(b, a, openAB, carry.ab, &res.AToB)
+	direction(a, b, openBA, carry.ba, &res.BToA)
 	wg.Wait()
 	stop()
 	end(nil)
@@ -145,9 +149,14 @@ func awaitReset(c *net.TCPConn) error {
 	return sockErr
 }
 
-// pipe copies src to dst until src's end of stream, then half-closes dst so the FIN travels on.
-func pipe(dst, src *net.TCPConn) (int64, error) {
+// pipe writes first to dst, then copies src to dst until src's end of stream, then half-closes
+// dst so the FIN travels on.
+func pipe(dst, src *net.TCPConn, first []byte) (int64, error) {
+	if _, err := dst.Write(first); err != nil {
+		return 0, err
+	}
 	n, err := io.Copy(dst, src)
+	n += int64(len(first))
 	if err != nil {
 		return n, err
 	}

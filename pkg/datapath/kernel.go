@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -254,7 +255,7 @@ func (k *Kernel) untilBulk(ctx context.Context, a, b *net.TCPConn) (Result, bool
 	}
 	k.fallback("half-closed")
 	// Finish the direction still open, if any, in userspace.
-	rest := join(ctx, a, b, !ab.eof, !ba.eof)
+	rest := join(ctx, a, b, !ab.eof, !ba.eof, carried{})
 	return Result{AToB: res.AToB + rest.AToB, BToA: res.BToA + rest.BToA, Err: rest.Err}, true
 }
 
@@ -263,13 +264,13 @@ func (k *Kernel) promote(ctx context.Context, a, b *net.TCPConn, pre Result) Res
 	pa, err := newPromotedSocket(a)
 	if err != nil {
 		k.fallback("socket")
-		return k.stayUserspace(ctx, a, b, pre)
+		return k.stayUserspace(ctx, a, b, pre, carried{})
 	}
 	pb, err := newPromotedSocket(b)
 	if err != nil {
 		pa.close()
 		k.fallback("socket")
-		return k.stayUserspace(ctx, a, b, pre)
+		return k.stayUserspace(ctx, a, b, pre, carried{})
 	}
 	pa.peer, pb.peer = pb, pa
 	c := &promotedConn{k: k, a: pa, b: pb, done: make(chan struct{})}
@@ -279,13 +280,17 @@ func (k *Kernel) promote(ctx context.Context, a, b *net.TCPConn, pre Result) Res
 	// partly read skb at insert would be forwarded again from its start (seen: a tunnel
 	// answer read by the gateway, delivered a second time to the client with the banner
 	// that shared its skb). After the drain the queue holds only whole skbs.
-	// Both directions at once: a drain that blocks writing to a peer gateway that is itself
-	// draining toward us would otherwise deadlock the pair of gateways.
+	// Both directions at once, and neither waits long for its destination: a drain blocked
+	// writing into a tunnel whose far gateway is itself draining, and so no longer reads
+	// that tunnel, waits for ever; both gateways of a bulk transfer promote at about the same
+	// time, so this was seen (the netns 1 GiB each-way test, hung). Such a connection stays in
+	// userspace, which reads both ways again, with the bytes the drain could not write.
 	var drainedAB int64
+	var leftAB []byte
 	var errAB error
 	done := make(chan struct{})
-	go func() { drainedAB, errAB = drain(pa.fd, b); close(done) }()
-	drainedBA, errBA := drain(pb.fd, a)
+	go func() { drainedAB, leftAB, errAB = drain(pa.fd, b); close(done) }()
+	drainedBA, leftBA, errBA := drain(pb.fd, a)
 	<-done
 	pre.AToB += drainedAB
 	pre.BToA += drainedBA
@@ -293,7 +298,7 @@ func (k *Kernel) promote(ctx context.Context, a, b *net.TCPConn, pre Result) Res
 		pa.close()
 		pb.close()
 		k.fallback("busy")
-		return k.stayUserspace(ctx, a, b, pre)
+		return k.stayUserspace(ctx, a, b, pre, carried{ab: leftAB, ba: leftBA})
 	}
 	if err := errors.Join(errAB, errBA); err != nil {
 		pa.close()
@@ -310,7 +315,7 @@ func (k *Kernel) promote(ctx context.Context, a, b *net.TCPConn, pre Result) Res
 		pa.close()
 		pb.close()
 		k.fallback("socket")
-		return k.stayUserspace(ctx, a, b, pre)
+		return k.stayUserspace(ctx, a, b, pre, carried{})
 	}
 	if err := k.insert(pa, pb); err != nil {
 		// A scrape may have found the pair in bySocket before the insert undid it: mark the
@@ -335,7 +340,7 @@ func (k *Kernel) promote(ctx context.Context, a, b *net.TCPConn, pre Result) Res
 			level = slog.LevelDebug
 		}
 		k.log.Log(context.Background(), level, "connection stays on the userspace path", "reason", reason, "err", err)
-		return k.stayUserspace(ctx, a, b, pre)
+		return k.stayUserspace(ctx, a, b, pre, carried{})
 	}
 	// Out of Go's netpoller: the kernel raises a readable wakeup per verdict batch, and we
 	// only want end of stream and errors (notes, pitfall 8). The sockets live on in pa/pb.
@@ -361,46 +366,57 @@ func (k *Kernel) promote(ctx context.Context, a, b *net.TCPConn, pre Result) Res
 	return res
 }
 
-// errBusy: bytes kept arriving as fast as drain read them, so the queue was never seen
-// empty; the connection stays on the userspace path, which handles that load anyway.
-var errBusy = errors.New("receive queue never empty")
+// errBusy: the drain could not finish quickly, because bytes kept arriving as fast as it read
+// them (the queue was never seen empty) or its destination stopped taking them; the
+// connection stays on the userspace path, which handles that load anyway.
+var errBusy = errors.New("receive queue never empty, or its destination not taking bytes")
 
 // maxDrain bounds a drain: a queue holds a few MiB at most, so reading far more means the
 // peer keeps it full.
 const maxDrain = 32 << 20
 
-// drain reads everything queued on fd now (without waiting) and writes it to dst.
-func drain(fd int, dst *net.TCPConn) (int64, error) {
-	var total int64
+// drainWriteWait is how long a drain waits for its destination to take bytes; a healthy one
+// takes a receive queue's worth in well under that.
+const drainWriteWait = 500 * time.Millisecond
+
+// drain reads everything queued on fd now (without waiting) and writes it to dst. On errBusy,
+// left holds bytes read and not written.
+func drain(fd int, dst *net.TCPConn) (total int64, left []byte, err error) {
+	_ = dst.SetWriteDeadline(time.Now().Add(drainWriteWait))
+	defer func() { _ = dst.SetWriteDeadline(time.Time{}) }()
 	buf := make([]byte, 64<<10)
 	for {
 		if total > maxDrain {
-			return total, errBusy
+			return total, nil, errBusy
 		}
 		n, err := unix.Read(fd, buf)
 		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return total, werr
+			w, werr := dst.Write(buf[:n])
+			total += int64(w)
+			if errors.Is(werr, os.ErrDeadlineExceeded) {
+				return total, bytes.Clone(buf[w:n]), errBusy
 			}
-			total += int64(n)
+			if werr != nil {
+				return total, nil, werr
+			}
 		}
 		switch {
 		case errors.Is(err, unix.EAGAIN):
-			return total, nil
+			return total, nil, nil
 		case errors.Is(err, unix.EINTR):
 			continue
 		case err != nil:
-			return total, err
+			return total, nil, err
 		case n == 0:
 			// End of stream: the pair cannot enter the sockhash now; insert reports it
 			// (EOPNOTSUPP) and the connection carries on in userspace.
-			return total, nil
+			return total, nil, nil
 		}
 	}
 }
 
-func (k *Kernel) stayUserspace(ctx context.Context, a, b *net.TCPConn, pre Result) Result {
-	r := Userspace{}.Splice(ctx, a, b)
+func (k *Kernel) stayUserspace(ctx context.Context, a, b *net.TCPConn, pre Result, carry carried) Result {
+	r := join(ctx, a, b, true, true, carry)
 	return Result{AToB: pre.AToB + r.AToB, BToA: pre.BToA + r.BToA, Err: r.Err}
 }
 

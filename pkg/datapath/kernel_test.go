@@ -200,6 +200,43 @@ func TestKernelPathBytesQueuedBeforePromotion(t *testing.T) {
 	}
 }
 
+// TestKernelPathDrainGivesUpOnAStalledDestination: the pre-insert drain finds megabytes
+// queued and a destination that takes nothing for a second. It must not wait for it (two
+// gateways draining into one tunnel toward each other would wait for ever): the connection
+// stays in userspace, which writes what the drain had read first, then everything else, in
+// order.
+func TestKernelPathDrainGivesUpOnAStalledDestination(t *testing.T) {
+	k := newKernel(t, true, 1)
+	// More than b's send buffer (4 MiB at most, net.ipv4.tcp_wmem) and its idle client's
+	// receive buffer (128 KiB until it reads) can hold.
+	const n = 32 << 20
+	var w *writer
+	s := splice(t, k, func(a, b *net.TCPConn) {
+		w = startWriter(a, n, 31, 0)
+		time.Sleep(50 * time.Millisecond) // let the bytes queue before the promotion
+	})
+	time.Sleep(time.Second)
+	got := newChecksum()
+	_ = s.clientB.SetReadDeadline(time.Now().Add(30 * time.Second))
+	m, err := io.Copy(got, s.clientB)
+	if err != nil || m != n {
+		t.Fatalf("read %d of %d bytes: %v (active %d, demoted %d, fallbacks %v)", m, n, err, k.Active.Load(), k.Demoted.Load(), fallbacks(k))
+	}
+	if err := <-w.done; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Sum(nil), w.sum) {
+		t.Fatal("checksum differs")
+	}
+	s.clientB.Close()
+	if r := s.wait(t); r.Err != nil || r.AToB != n || r.Promoted {
+		t.Fatalf("result %+v", r)
+	}
+	if fb := fallbacks(k); fb["busy"] != 1 {
+		t.Fatalf("fallbacks %v, want one busy", fb)
+	}
+}
+
 func fallbacks(k *Kernel) map[string]uint64 {
 	out := map[string]uint64{}
 	k.Fallbacks.Range(func(key, v any) bool {

@@ -31,6 +31,7 @@ func TestStandbyLinkTakesOverWhenTheCheaperDies(t *testing.T) {
 		}
 	}
 	check(t, a.WaitFor(converged, "route to b at cost 1 over the cheaper link", routeCost(1)))
+	check(t, a.WaitCandidates(converged, svc, "b"))
 	name, err := netlab.Hello(a, svcAddr, timeout)
 	check(t, err)
 	if name != "b" {
