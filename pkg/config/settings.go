@@ -57,11 +57,11 @@ func DefaultSettings() Settings {
 		TunnelPoolSize:      8,
 		FirstBytesLimit:     65536,
 		ReconnectMaxBackoff: 5 * time.Second,
-		DataPath:     DataPathAuto,
-		PromoteBytes: 1 << 20,
-		PromoteAfter: time.Second,
-		MaxPromoted:  32768,
-		MaxBacklog:   4 << 20,
+		DataPath:            DataPathAuto,
+		PromoteBytes:        1 << 20,
+		PromoteAfter:        time.Second,
+		MaxPromoted:         32768,
+		MaxBacklog:          4 << 20,
 	}
 }
 
