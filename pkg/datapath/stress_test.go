@@ -46,10 +46,8 @@ func wrap(what string, err error) error {
 // TestKernelPathThousandConnections: 1000 connections on the kernel path at once, 1 MiB each
 // way on each, checksummed, then nothing left behind.
 //
-// Promoted before their first byte (sockmap mode). The same load promoted mid-transfer (auto
-// mode, promote-bytes 256 KiB) duplicated about 32 KiB on roughly one connection in 400, and left
-// about one in 1000 hanging after both ends closed, under the race detector on a loaded 2-CPU
-// machine: an open bug (README, "Status and limitations"), which is why auto is not the default.
+// Promoted before their first byte (sockmap mode): this is about the maps and the monitor at
+// scale. Promotion mid-transfer has its own test, TestKernelPathPromotedMidTransfer.
 func TestKernelPathThousandConnections(t *testing.T) {
 	k := newKernel(t, true, 1)
 	fds := openFDs(t) // the loaded objects' descriptors are open by now
