@@ -162,6 +162,10 @@ func (c *promotedConn) copyInUserspace(s *promotedSocket) {
 	if !c.awaitDelivered(s) {
 		return
 	}
+	if err := c.accountAtDemotion(s); err != nil {
+		c.abort(err)
+		return
+	}
 	src, err := fileConn(s.fd)
 	if err != nil {
 		c.abort(err)

@@ -207,14 +207,9 @@ func TestKernelPathBytesQueuedBeforePromotion(t *testing.T) {
 // order.
 func TestKernelPathDrainGivesUpOnAStalledDestination(t *testing.T) {
 	k := newKernel(t, true, 1)
-	// More than b's send buffer (4 MiB at most, net.ipv4.tcp_wmem) and its idle client's
-	// receive buffer (128 KiB until it reads) can hold.
 	const n = 32 << 20
 	var w *writer
-	s := splice(t, k, func(a, b *net.TCPConn) {
-		w = startWriter(a, n, 31, 0)
-		time.Sleep(50 * time.Millisecond) // let the bytes queue before the promotion
-	})
+	s := splice(t, stalledDestination{k}, func(a, b *net.TCPConn) { w = startWriter(a, n, 31, 0) })
 	time.Sleep(time.Second)
 	got := newChecksum()
 	_ = s.clientB.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -235,6 +230,18 @@ func TestKernelPathDrainGivesUpOnAStalledDestination(t *testing.T) {
 	if fb := fallbacks(k); fb["busy"] != 1 {
 		t.Fatalf("fallbacks %v, want one busy", fb)
 	}
+}
+
+// stalledDestination sets up TestKernelPathDrainGivesUpOnAStalledDestination: a's receive
+// queue may hold megabytes, b's send buffer little (with b's client not reading yet, b takes
+// about 300 KiB), and the Splice starts once a's queue has filled.
+type stalledDestination struct{ Path }
+
+func (p stalledDestination) Splice(ctx context.Context, a, b *net.TCPConn) Result {
+	_ = a.SetReadBuffer(16 << 20)
+	_ = b.SetWriteBuffer(64 << 10)
+	time.Sleep(200 * time.Millisecond)
+	return p.Path.Splice(ctx, a, b)
 }
 
 func fallbacks(k *Kernel) map[string]uint64 {

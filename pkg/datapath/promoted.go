@@ -63,7 +63,7 @@ func newPromotedSocket(c *net.TCPConn) (*promotedSocket, error) {
 // queued (SIOCOUTQ). A base taken short makes delivered() count bytes that were never sent,
 // which passes a FIN on before them; hence tcpCount.
 func sentTotal(fd int) (uint64, error) {
-	acked, outq, err := tcpCount(fd, unix.SIOCOUTQ, func(i *unix.TCPInfo) uint64 { return i.Bytes_acked })
+	acked, outq, err := tcpCount(fd, ioctlQueue(unix.SIOCOUTQ), func(i *unix.TCPInfo) uint64 { return i.Bytes_acked })
 	return acked + uint64(outq), err
 }
 
@@ -71,7 +71,7 @@ func sentTotal(fd int) (uint64, error) {
 // minus still queued (SIOCINQ). Meaningful only before fd enters the maps: in a sockmap,
 // SIOCINQ reports other queues on some kernels.
 func readTotal(fd int) (uint64, error) {
-	received, inq, err := tcpCount(fd, unix.SIOCINQ, func(i *unix.TCPInfo) uint64 { return i.Bytes_received })
+	received, inq, err := tcpCount(fd, ioctlQueue(unix.SIOCINQ), func(i *unix.TCPInfo) uint64 { return i.Bytes_received })
 	return received - uint64(inq), err
 }
 
@@ -79,7 +79,7 @@ func readTotal(fd int) (uint64, error) {
 // from two system calls, and a segment or an ACK between them moves bytes between the two
 // unseen (the counter would be off by up to a window), so the counter is read on both sides
 // of the queue length, and the read is retried until nothing moved between.
-func tcpCount(fd int, queueIoctl uint, counter func(*unix.TCPInfo) uint64) (uint64, int, error) {
+func tcpCount(fd int, queue func(fd int) (int, error), counter func(*unix.TCPInfo) uint64) (uint64, int, error) {
 	read := func() (uint64, error) {
 		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		if err != nil {
@@ -90,7 +90,7 @@ func tcpCount(fd int, queueIoctl uint, counter func(*unix.TCPInfo) uint64) (uint
 	before, err := read()
 	for err == nil {
 		var queued int
-		if queued, err = unix.IoctlGetInt(fd, queueIoctl); err != nil {
+		if queued, err = queue(fd); err != nil {
 			return 0, 0, fmt.Errorf("socket queue length: %w", err)
 		}
 		var after uint64
@@ -111,6 +111,29 @@ func (s *promotedSocket) mark() error {
 	}
 	s.consumed, err = readTotal(s.fd)
 	return err
+}
+
+func ioctlQueue(req uint) func(fd int) (int, error) {
+	return func(fd int) (int, error) { return unix.IoctlGetInt(fd, req) }
+}
+
+// peekQueued is how many bytes wait in fd's receive queue, counted by a peek that copies
+// nothing (MSG_PEEK|MSG_TRUNC, no buffer). SIOCINQ would not do on a socket that is still in
+// a sockmap: recent kernels answer it with the psock's own queue.
+func peekQueued(fd int) (int, error) {
+	for {
+		n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), 0, 1<<30,
+			unix.MSG_PEEK|unix.MSG_TRUNC|unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+			return int(n), nil
+		case unix.EAGAIN:
+			return 0, nil
+		case unix.EINTR:
+		default:
+			return 0, errno
+		}
+	}
 }
 
 func bytesReceived(fd int) (uint64, error) {
@@ -260,6 +283,32 @@ func (c *promotedConn) accountFor(s *promotedSocket, copied uint64) error {
 	c.k.log.Error("kernel data path: bytes received and bytes passed on differ; resetting the connection",
 		"received", received, "passed_on", moved)
 	return fmt.Errorf("kernel data path: %d bytes received since promotion, %d passed on", received-s.consumed-1, moved-s.consumed-1)
+}
+
+// accountAtDemotion checks, before userspace takes over a demoted direction, that every byte
+// s received since promotion was redirected or still waits in s's receive queue. The kernel
+// drops the batch it is feeding to the verdict at the instant s leaves the verdict map
+// (accountFor), and copying on would deliver the bytes behind that hole; reset now instead,
+// and the peer has received a correct prefix and learns that the connection failed.
+func (c *promotedConn) accountAtDemotion(s *promotedSocket) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.over() {
+		return errClosed
+	}
+	received, queued, err := tcpCount(s.fd, peekQueued, func(i *unix.TCPInfo) uint64 { return i.Bytes_received })
+	if err != nil {
+		return err
+	}
+	moved := s.consumed + c.k.redirected(s) + uint64(queued)
+	// A FIN already received counts one in bytes_received and nothing in the queue.
+	if received == moved || received == moved+1 {
+		return nil
+	}
+	c.k.log.Error("kernel data path: bytes lost while a direction left the kernel path; resetting the connection",
+		"received", received-s.consumed, "redirected_or_queued", moved-s.consumed)
+	return fmt.Errorf("kernel data path: %d bytes received since promotion, %d redirected or queued when the direction was demoted",
+		received-s.consumed, moved-s.consumed)
 }
 
 // finish ends a connection whose both directions ended cleanly: out of the monitor, out of
