@@ -163,7 +163,7 @@ func (c *promotedConn) copyInUserspace(s *promotedSocket) {
 		return
 	}
 	if err := c.accountAtDemotion(s); err != nil {
-		c.abort(err)
+		c.abortUnlessOver(err)
 		return
 	}
 	src, err := fileConn(s.fd)
@@ -197,7 +197,7 @@ func (c *promotedConn) copyInUserspace(s *promotedSocket) {
 		err = endOfStream(dst, src)
 	}
 	if err != nil {
-		c.abort(err)
+		c.abortUnlessOver(err)
 		return
 	}
 	c.mu.Lock()

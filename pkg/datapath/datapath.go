@@ -152,8 +152,12 @@ func awaitReset(c *net.TCPConn) error {
 // pipe writes first to dst, then copies src to dst until src's end of stream, then half-closes
 // dst so the FIN travels on.
 func pipe(dst, src *net.TCPConn, first []byte) (int64, error) {
-	if _, err := dst.Write(first); err != nil {
-		return 0, err
+	// Only when there is something: a write of nothing is still a system call, and on a
+	// reset socket it takes the pending error that endOfStream looks for.
+	if len(first) > 0 {
+		if _, err := dst.Write(first); err != nil {
+			return 0, err
+		}
 	}
 	n, err := io.Copy(dst, src)
 	n += int64(len(first))

@@ -71,7 +71,7 @@ func sentTotal(fd int) (uint64, error) {
 // minus still queued (SIOCINQ). Meaningful only before fd enters the maps: in a sockmap,
 // SIOCINQ reports other queues on some kernels.
 func readTotal(fd int) (uint64, error) {
-	received, inq, err := tcpCount(fd, ioctlQueue(unix.SIOCINQ), func(i *unix.TCPInfo) uint64 { return i.Bytes_received })
+	received, inq, err := tcpCount(fd, ioctlQueue(unix.SIOCINQ), bytesReceived)
 	return received - uint64(inq), err
 }
 
@@ -80,13 +80,7 @@ func readTotal(fd int) (uint64, error) {
 // unseen (the counter would be off by up to a window), so the counter is read on both sides
 // of the queue length, and the read is retried until nothing moved between.
 func tcpCount(fd int, queue func(fd int) (int, error), counter func(*unix.TCPInfo) uint64) (uint64, int, error) {
-	read := func() (uint64, error) {
-		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-		if err != nil {
-			return 0, fmt.Errorf("TCP_INFO: %w", err)
-		}
-		return counter(info), nil
-	}
+	read := func() (uint64, error) { return tcpInfo(fd, counter) }
 	before, err := read()
 	for err == nil {
 		var queued int
@@ -136,13 +130,16 @@ func peekQueued(fd int) (int, error) {
 	}
 }
 
-func bytesReceived(fd int) (uint64, error) {
+// tcpInfo reads one TCP_INFO counter.
+func tcpInfo(fd int, counter func(*unix.TCPInfo) uint64) (uint64, error) {
 	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 	if err != nil {
 		return 0, fmt.Errorf("TCP_INFO: %w", err)
 	}
-	return info.Bytes_received, nil
+	return counter(info), nil
 }
+
+func bytesReceived(i *unix.TCPInfo) uint64 { return i.Bytes_received }
 
 // pushQueued sends bytes that reached the socket before it entered the sockmap through the
 // verdict. They sit in the receive queue, and the verdict runs when data_ready fires, which
@@ -231,7 +228,7 @@ func (c *promotedConn) forwardFIN(s *promotedSocket) {
 		return
 	}
 	if err := c.accountFor(s, 0); err != nil {
-		c.abort(err)
+		c.abortUnlessOver(err)
 		return
 	}
 	c.mu.Lock()
@@ -249,6 +246,14 @@ func (c *promotedConn) forwardFIN(s *promotedSocket) {
 	c.mu.Unlock()
 	if both {
 		c.finish()
+	}
+}
+
+// abortUnlessOver resets the connection for err, unless errClosed says it is already over (its
+// own error, if any, is the one to report).
+func (c *promotedConn) abortUnlessOver(err error) {
+	if !errors.Is(err, errClosed) {
+		c.abort(err)
 	}
 }
 
@@ -271,7 +276,7 @@ func (c *promotedConn) accountFor(s *promotedSocket, copied uint64) error {
 			return errClosed
 		}
 		var err error
-		received, err = bytesReceived(s.fd)
+		received, err = tcpInfo(s.fd, bytesReceived)
 		// + 1: bytes_received counts sequence numbers, and the FIN takes one.
 		moved = s.consumed + c.k.redirected(s) + copied + 1
 		c.mu.Unlock()
@@ -296,7 +301,7 @@ func (c *promotedConn) accountAtDemotion(s *promotedSocket) error {
 	if c.over() {
 		return errClosed
 	}
-	received, queued, err := tcpCount(s.fd, peekQueued, func(i *unix.TCPInfo) uint64 { return i.Bytes_received })
+	received, queued, err := tcpCount(s.fd, peekQueued, bytesReceived)
 	if err != nil {
 		return err
 	}
