@@ -32,7 +32,7 @@ netns_run=${SKFWD_VM_NETNS_RUN:-}
 # 10-30 s: they time out in the guest on generation speed, not on the kernel (README, Kernel
 # support). The volume tests (4 GiB each way, 1000 and 100 000 connections) would take hours
 # there; they run natively in make test.
-bpf_skip=${SKFWD_VM_BPF_SKIP-^(TestSlowReaderBoundsKernelMemory|TestKernelPathChecksummedBothWaysWithHalfClose|TestAutoPromotesOnlyBulk|TestAutoPromotesMidTransferBothWays|TestSpliceBothWaysChecksummed|TestKernelPathThousandConnections|TestKernelPathHundredThousandShort)\$}
+bpf_skip=${SKFWD_VM_BPF_SKIP-^(TestSlowReaderBoundsKernelMemory|TestKernelPathChecksummedBothWaysWithHalfClose|TestAutoPromotesOnlyBulk|TestAutoPromotesMidTransferBothWays|TestSpliceBothWaysChecksummed|TestKernelPathThousandConnections|TestKernelPathHundredThousandShort|TestKernelPathPromotedMidTransfer)\$}
 # In the netns suite: 1 GiB each way takes many minutes when every byte is generated and checked
 # under emulation; the silent-link-cut test bounds rerouting at 1.2 s, which the guest's
 # connection latency under load (0.4-0.9 s) overruns; the Prometheus test needs a client
