@@ -72,14 +72,15 @@ func (k *Kernel) limitFor(delivered uint64) loader.Limit {
 	return loader.Limit{CheckAt: delivered + uint64(k.maxBacklog)}
 }
 
-// delivered is how many of the bytes redirected from s have entered its peer's send stream.
+// delivered is how many of the bytes redirected from s have entered its peer's send stream,
+// and how many bytes the peer's send queue still holds (the same snapshot).
 // The caller holds c.mu with the connection not finished, so both descriptors are open.
-func delivered(s *promotedSocket) (uint64, error) {
-	sent, err := sentTotal(s.peer.fd)
+func delivered(s *promotedSocket) (uint64, int, error) {
+	acked, queued, err := tcpCount(s.peer.fd, ioctlQueue(unix.SIOCOUTQ), bytesAcked)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return sent - s.peer.base, nil
+	return acked + uint64(queued) - s.peer.base, queued, nil
 }
 
 // checkBacklog runs on an event for s: it moves s's check_at on, or demotes s.
@@ -92,7 +93,7 @@ func (c *promotedConn) checkBacklog(s *promotedSocket) {
 		return
 	}
 	for {
-		done, err := delivered(s)
+		done, _, err := delivered(s)
 		if err != nil {
 			go c.abort(err)
 			return
@@ -229,11 +230,10 @@ func (c *promotedConn) awaitDelivered(s *promotedSocket) bool {
 			c.mu.Unlock()
 			return false
 		}
-		done, err := delivered(s)
+		done, queued, err := delivered(s)
 		redirected := c.k.redirected(s)
-		queued, qerr := unix.IoctlGetInt(s.peer.fd, unix.SIOCOUTQ)
 		c.mu.Unlock()
-		if err = errors.Join(err, qerr); err != nil {
+		if err != nil {
 			c.abort(err)
 			return false
 		}
@@ -284,7 +284,7 @@ func (c *promotedConn) held(s *promotedSocket) uint64 {
 	if c.finished {
 		return 0
 	}
-	done, err := delivered(s)
+	done, _, err := delivered(s)
 	if err != nil {
 		return 0
 	}

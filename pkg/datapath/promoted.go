@@ -63,7 +63,7 @@ func newPromotedSocket(c *net.TCPConn) (*promotedSocket, error) {
 // queued (SIOCOUTQ). A base taken short makes delivered() count bytes that were never sent,
 // which passes a FIN on before them; hence tcpCount.
 func sentTotal(fd int) (uint64, error) {
-	acked, outq, err := tcpCount(fd, ioctlQueue(unix.SIOCOUTQ), func(i *unix.TCPInfo) uint64 { return i.Bytes_acked })
+	acked, outq, err := tcpCount(fd, ioctlQueue(unix.SIOCOUTQ), bytesAcked)
 	return acked + uint64(outq), err
 }
 
@@ -140,6 +140,8 @@ func tcpInfo(fd int, counter func(*unix.TCPInfo) uint64) (uint64, error) {
 }
 
 func bytesReceived(i *unix.TCPInfo) uint64 { return i.Bytes_received }
+
+func bytesAcked(i *unix.TCPInfo) uint64 { return i.Bytes_acked }
 
 // pushQueued sends bytes that reached the socket before it entered the sockmap through the
 // verdict. They sit in the receive queue, and the verdict runs when data_ready fires, which
