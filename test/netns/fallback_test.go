@@ -17,14 +17,11 @@ var withoutBPFPrivileges = []string{"setpriv", "--bounding-set=-bpf,-net_admin,-
 // sockmap refuses to start instead of falling back silently.
 func TestKernelPathFallbackWithoutPrivileges(t *testing.T) {
 	lab := newLab(t)
-	a, b := site(t, lab, "a"), site(t, lab, "b")
-	link(t, lab, a, b, 1)
-	a.Listener("backend", svc, svcPort)
-	b.Connector("backend", svc, beAddr)
-	backend(t, b, "b", beAddr)
-	a.Set("data-path", "auto")
-	a.RunPrefix = withoutBPFPrivileges
-	start(t, b, a)
+	n := twoSites(t, lab, func(a, b *netlab.Site) {
+		a.Set("data-path", "auto")
+		a.RunPrefix = withoutBPFPrivileges
+	})
+	a := n.a
 	check(t, a.WaitCandidates(converged, svc, "b"))
 
 	st := must[gateway.Status](t)(a.Status())

@@ -18,13 +18,11 @@ import (
 
 func TestStandbyLinkTakesOverWhenTheCheaperDies(t *testing.T) {
 	lab := newLab(t)
-	a, b := site(t, lab, "a"), site(t, lab, "b")
-	cheap, _ := link(t, lab, a, b, 1)
-	link(t, lab, a, b, 5)
-	a.Listener("backend", svc, svcPort)
-	b.Connector("backend", svc, beAddr)
-	backend(t, b, "b", beAddr)
-	start(t, b, a)
+	n := twoSites(t, lab, func(a, b *netlab.Site) {
+		link(t, lab, a, b, 5)
+	})
+	a := n.a
+	cheap := n.link
 	routeCost := func(cost int) func(gateway.Status) bool {
 		return func(st gateway.Status) bool {
 			return len(st.Routes) == 1 && st.Routes[0].Dest == "b" && st.Routes[0].Cost == cost
@@ -54,12 +52,8 @@ func TestStandbyLinkTakesOverWhenTheCheaperDies(t *testing.T) {
 
 func TestLinkReconnectsAfterPeerRestart(t *testing.T) {
 	lab := newLab(t)
-	a, b := site(t, lab, "a"), site(t, lab, "b")
-	link(t, lab, a, b, 1)
-	a.Listener("backend", svc, svcPort)
-	b.Connector("backend", svc, beAddr)
-	backend(t, b, "b", beAddr)
-	start(t, b, a)
+	n := twoSites(t, lab, nil)
+	a, b := n.a, n.b
 	check(t, a.WaitCandidates(converged, svc, "b"))
 	b.Kill()
 	check(t, a.WaitCandidates(converged, svc))
@@ -78,12 +72,8 @@ func TestLinkReconnectsAfterPeerRestart(t *testing.T) {
 // only its own connection, is logged, and a connection in progress carries on.
 func TestBadPeersHarmNothingElse(t *testing.T) {
 	lab := newLab(t)
-	a, b := site(t, lab, "a"), site(t, lab, "b")
-	link(t, lab, a, b, 1)
-	a.Listener("backend", svc, svcPort)
-	b.Connector("backend", svc, beAddr)
-	backend(t, b, "b", beAddr)
-	start(t, b, a)
+	n := twoSites(t, lab, nil)
+	a, b := n.a, n.b
 	check(t, a.WaitCandidates(converged, svc, "b"))
 	held, _, err := netlab.Hold(a, svcAddr, timeout)
 	check(t, err)

@@ -125,6 +125,31 @@ func backend(t *testing.T, s *netlab.Site, name, addr string) *netlab.Backend {
 	return b
 }
 
+// pairNet is the smallest network: site a offers the service, site b runs its backend
+// (answering "b"), and one link runs from a to b.
+type pairNet struct {
+	a, b    *netlab.Site
+	backend *netlab.Backend
+	link    string // the link's name at a
+}
+
+// twoSites builds and starts a pairNet with a link of cost 1. configure, if not nil, runs
+// before the sites start (settings, more links, a run prefix); b starts first, so that a's
+// link finds it listening.
+func twoSites(t *testing.T, lab *netlab.Lab, configure func(a, b *netlab.Site)) pairNet {
+	t.Helper()
+	n := pairNet{a: site(t, lab, "a"), b: site(t, lab, "b")}
+	n.link, _ = link(t, lab, n.a, n.b, 1)
+	n.a.Listener("backend", svc, svcPort)
+	n.b.Connector("backend", svc, beAddr)
+	n.backend = backend(t, n.b, "b", beAddr)
+	if configure != nil {
+		configure(n.a, n.b)
+	}
+	start(t, n.b, n.a)
+	return n
+}
+
 func start(t *testing.T, sites ...*netlab.Site) {
 	t.Helper()
 	for _, s := range sites {

@@ -236,12 +236,9 @@ func TestSilentLinkCutReroutes(t *testing.T) {
 
 func TestNoCandidateRefusesAtOnceAndRecovers(t *testing.T) {
 	lab := newLab(t)
-	a, b := site(t, lab, "a"), site(t, lab, "b")
-	link(t, lab, a, b, 1)
-	a.Listener("backend", svc, svcPort)
-	b.Connector("backend", svc, beAddr)
-	be := backend(t, b, "b", beAddr)
-	start(t, b, a)
+	n := twoSites(t, lab, nil)
+	a := n.a
+	be := n.backend
 	check(t, a.WaitCandidates(converged, svc, "b"))
 	be.StopListening()
 	check(t, a.WaitCandidates(converged, svc))
@@ -347,14 +344,11 @@ func TestProtocolsTransferAndClose(t *testing.T) {
 
 func TestWrongCredentialRejected(t *testing.T) {
 	lab := newLab(t)
-	a, b := site(t, lab, "a"), site(t, lab, "b")
-	link(t, lab, a, b, 1)
-	// A Secret that is not the one b issued: same credential name, other bytes.
-	check(t, tamperSecret(a.ConfigDir()))
-	a.Listener("backend", svc, svcPort)
-	b.Connector("backend", svc, beAddr)
-	backend(t, b, "b", beAddr)
-	start(t, b, a)
+	n := twoSites(t, lab, func(a, b *netlab.Site) {
+		// A Secret that is not the one b issued: same credential name, other bytes.
+		check(t, tamperSecret(a.ConfigDir()))
+	})
+	a, b := n.a, n.b
 	err := a.WaitFor(3*time.Second, "link up", func(st gateway.Status) bool {
 		return len(st.Links) == 1 && st.Links[0].State == "up"
 	})
