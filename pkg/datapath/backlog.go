@@ -88,8 +88,16 @@ func (c *promotedConn) checkBacklog(s *promotedSocket) {
 	k := c.k
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.finished {
+		return
+	}
+	if lost := k.direction(s).Lost; lost > 0 {
+		c.failing = true
+		go c.abort(fmt.Errorf("kernel data path: dropped %d bytes of a retransmitted segment whose already-delivered front it could not cut off", lost))
+		return
+	}
 	// An ended direction redirects nothing more: what it holds drains on its own.
-	if c.finished || s.demoted || s.eof {
+	if s.demoted || s.eof {
 		return
 	}
 	for {

@@ -63,6 +63,9 @@ type KernelObserver interface {
 	Promoted()
 	Demoted(reason string)
 	FellBack(reason string)
+	// Trimmed: bytes of retransmitted segments that the kernel would have delivered twice
+	// (bpf/skfwd.c, overlap()), counted when their connection ends.
+	Trimmed(bytes uint64)
 }
 
 // NewKernel loads the BPF objects and starts the end-of-stream monitor.
@@ -90,6 +93,9 @@ func NewKernel(opts KernelOptions) (*Kernel, error) {
 	}
 	k := &Kernel{objs: objs, guard: &openMaps{}, log: opts.Log, promoteBytes: opts.PromoteBytes, promoteAfter: opts.PromoteAfter, always: opts.Always,
 		maxBacklog: opts.MaxBacklog, mon: mon, events: events, guardDone: make(chan struct{}), obs: opts.Observer}
+	if !objs.TrimsRetransmissions() {
+		k.log.Warn("kernel data path: this kernel cannot cut the already-delivered front off a retransmitted segment (needs Linux 6.2 or later); a promoted connection that receives one is reset at its end instead of ending cleanly")
+	}
 	go k.guardBacklogs()
 	return k, nil
 }
@@ -463,9 +469,9 @@ func (k *Kernel) insert(a, b *promotedSocket) (err error) {
 
 // remove takes a promoted pair out of the maps in teardown order: the verdict map first, so
 // no new bytes are redirected, then the targets, then the directions (read for the counts).
-func (k *Kernel) remove(a, b *promotedSocket) (ab, ba uint64) {
+func (k *Kernel) remove(a, b *promotedSocket) (ab, ba loader.Direction) {
 	if !k.guard.use() {
-		return 0, 0
+		return ab, ba
 	}
 	defer k.guard.done()
 	m := k.objs
@@ -473,13 +479,8 @@ func (k *Kernel) remove(a, b *promotedSocket) (ab, ba uint64) {
 		_ = mp.Delete(a.cookie)
 		_ = mp.Delete(b.cookie)
 	}
-	var d loader.Direction
-	if m.Directions().Lookup(a.cookie, &d) == nil {
-		ab = d.Redirected
-	}
-	if m.Directions().Lookup(b.cookie, &d) == nil {
-		ba = d.Redirected
-	}
+	_ = m.Directions().Lookup(a.cookie, &ab)
+	_ = m.Directions().Lookup(b.cookie, &ba)
 	for _, s := range []*promotedSocket{a, b} {
 		_ = m.Directions().Delete(s.cookie)
 		_ = m.Limits().Delete(s.cookie)
@@ -488,18 +489,18 @@ func (k *Kernel) remove(a, b *promotedSocket) (ab, ba uint64) {
 	return ab, ba
 }
 
-// redirected reads how many bytes the kernel has moved from s to its peer.
-func (k *Kernel) redirected(s *promotedSocket) uint64 {
-	if !k.guard.use() {
-		return 0
-	}
-	defer k.guard.done()
+// direction reads the verdict's counts for the bytes s receives.
+func (k *Kernel) direction(s *promotedSocket) loader.Direction {
 	var d loader.Direction
-	if k.objs.Directions().Lookup(s.cookie, &d) != nil {
-		return 0
+	if k.guard.use() {
+		_ = k.objs.Directions().Lookup(s.cookie, &d)
+		k.guard.done()
 	}
-	return d.Redirected
+	return d
 }
+
+// redirected reads how many bytes the kernel has moved from s to its peer.
+func (k *Kernel) redirected(s *promotedSocket) uint64 { return k.direction(s).Redirected }
 
 // KernelStats is what the kernel path holds now.
 type KernelStats struct {

@@ -342,6 +342,9 @@ func (c *promotedConn) end(err error) {
 	c.mu.Unlock()
 	c.k.mon.unwatch(c)
 	ab, ba := c.k.remove(c.a, c.b)
+	if trimmed := ab.Trimmed + ba.Trimmed; trimmed > 0 && c.k.obs != nil {
+		c.k.obs.Trimmed(trimmed)
+	}
 	if err != nil {
 		c.a.reset()
 		c.b.reset()
@@ -354,7 +357,7 @@ func (c *promotedConn) end(err error) {
 	for _, uc := range userspace {
 		uc.Close()
 	}
-	c.res = Result{AToB: int64(ab) + c.a.copied.Load(), BToA: int64(ba) + c.b.copied.Load(), Err: err,
+	c.res = Result{AToB: int64(ab.Redirected) + c.a.copied.Load(), BToA: int64(ba.Redirected) + c.b.copied.Load(), Err: err,
 		Promoted: true, Demoted: demoted}
 	close(c.done)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
@@ -39,7 +40,8 @@ type Options struct {
 
 // Objects are the loaded and attached programs and maps. Close releases all of them.
 type Objects struct {
-	objs skfwdObjects
+	objs  skfwdObjects
+	trims bool
 }
 
 // Direction mirrors struct direction in bpf/skfwd.c.
@@ -69,7 +71,7 @@ func Load(opts Options) (o *Objects, err error) {
 	if opts.MaxCounts > 0 {
 		spec.Maps["open_counts"].MaxEntries = opts.MaxCounts
 	}
-	o = &Objects{}
+	o = &Objects{trims: kernelHas("bpf_cast_to_kern_ctx", "bpf_rdonly_cast")}
 	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -94,6 +96,27 @@ func Load(opts Options) (o *Objects, err error) {
 		return nil, fmt.Errorf("attach stream verdict program: %w", err)
 	}
 	return o, nil
+}
+
+// TrimsRetransmissions reports whether the verdict can cut off the front of a retransmitted
+// segment that TCP had already passed on (bpf/skfwd.c, overlap()). It needs two kfuncs of
+// Linux 6.2; without them such bytes reach the peer twice, and the end-of-stream accounting
+// (pkg/datapath) resets the connection.
+func (o *Objects) TrimsRetransmissions() bool { return o.trims }
+
+// kernelHas reports whether the running kernel's BTF declares every named function.
+func kernelHas(funcs ...string) bool {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return false
+	}
+	for _, name := range funcs {
+		var fn *btf.Func
+		if spec.TypeByName(name, &fn) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // Close detaches and releases everything. Sockets still in the maps leave them.

@@ -17,6 +17,8 @@ type skfwdDirection struct {
 	_          structs.HostLayout
 	Peer       uint64
 	Redirected uint64
+	Trimmed    uint64
+	Lost       uint64
 }
 
 type skfwdLimit struct {

@@ -164,6 +164,9 @@ var (
 	defFallbacks = Def{Name: "skfwd_kernel_fallbacks_total", Kind: Counter, Labels: []string{"reason"},
 		Help: "Connections that stayed on the userspace path although the kernel path was wanted, by reason.",
 		Note: "The reason values are the kernel data path's own; no series exists until the first fallback."}
+	defTrimmed = Def{Name: "skfwd_kernel_retransmission_trimmed_bytes_total", Kind: Counter,
+		Help: "Bytes at the front of retransmitted segments that the kernel path cut off because they had already been delivered (the kernel's sockmap reader would have delivered them twice); counted when the connection ends.",
+		Note: "Rises only under packet loss on a promoted connection. Kernels before 6.2 cannot cut; see the kernel data path's start-up warning."}
 	defKernelBytes = Def{Name: "skfwd_kernel_bytes", Kind: Gauge, Scrape: true,
 		Help: "Bytes forwarded by the kernel path for connections open now (read from BPF maps).",
 		Note: "Present only when the data path is the kernel path."}
@@ -186,7 +189,7 @@ var Definitions = []Def{
 	defAttemptFailures, defRetries, defDelivered, defRefused,
 	defScore, defPathCost, defCandidates, defListener, defConnectorUp,
 	defLinkUp, defLinkCost, defLinkRTT, defHeartbeatMisses, defPoolIdle, defTunnelsActive, defPoolMisses, defRouteCost,
-	defDataPath, defPromotions, defDemotions, defFallbacks, defKernelBytes, defKernelBacklog, defMapEntries, defMapCapacity,
+	defDataPath, defPromotions, defDemotions, defFallbacks, defTrimmed, defKernelBytes, defKernelBacklog, defMapEntries, defMapCapacity,
 	defCollectErrors, defBuildInfo,
 }
 

@@ -30,6 +30,7 @@ type Metrics struct {
 	promotions      prometheus.Counter
 	demotions       *prometheus.CounterVec
 	fallbacks       *prometheus.CounterVec
+	trimmed         prometheus.Counter
 
 	state *stateCollector
 }
@@ -60,8 +61,13 @@ func New(site, version string) *Metrics {
 	m.fallbacks = counter(defFallbacks)
 	m.setup = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: defSetup.Name, Help: defSetup.Help, Buckets: SetupBuckets}, defSetup.Labels)
 	r.MustRegister(m.setup)
-	m.promotions = prometheus.NewCounter(prometheus.CounterOpts{Name: defPromotions.Name, Help: defPromotions.Help})
-	r.MustRegister(m.promotions)
+	plain := func(d Def) prometheus.Counter {
+		c := prometheus.NewCounter(prometheus.CounterOpts{Name: d.Name, Help: d.Help})
+		r.MustRegister(c)
+		return c
+	}
+	m.promotions = plain(defPromotions)
+	m.trimmed = plain(defTrimmed)
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: defBuildInfo.Name, Help: defBuildInfo.Help}, defBuildInfo.Labels)
 	info.WithLabelValues(version, runtime.Version()).Set(1)
 	r.MustRegister(info)
@@ -196,6 +202,14 @@ func (m *Metrics) Demoted(reason string) {
 		return
 	}
 	m.demotions.WithLabelValues(reason).Inc()
+}
+
+// Trimmed counts bytes of retransmitted segments the kernel path kept from being delivered twice.
+func (m *Metrics) Trimmed(bytes uint64) {
+	if m == nil {
+		return
+	}
+	m.trimmed.Add(float64(bytes))
 }
 
 // FellBack counts a connection kept on the userspace path although the kernel path was wanted.

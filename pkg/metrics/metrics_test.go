@@ -193,6 +193,8 @@ func TestScriptedSequence(t *testing.T) {
 				m.Promoted()
 				m.Demoted("verdict-error")
 				m.FellBack("no-sockmap")
+				m.Trimmed(10)
+				m.Trimmed(20)
 			},
 			want: map[string]string{
 				`skfwd_datapath_mode{mode="sockmap",` + s + `}`:                  "1",
@@ -203,6 +205,7 @@ func TestScriptedSequence(t *testing.T) {
 				`skfwd_kernel_promotions_total{` + s + `}`:                       "1",
 				`skfwd_kernel_demotions_total{reason="verdict-error",` + s + `}`: "1",
 				`skfwd_kernel_fallbacks_total{reason="no-sockmap",` + s + `}`:    "1",
+				`skfwd_kernel_retransmission_trimmed_bytes_total{` + s + `}`:     "30",
 			},
 			gone: []string{`skfwd_datapath_mode{mode="userspace"`},
 		},
