@@ -123,6 +123,9 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 // 64 cuts: 256 KiB, four times the largest segment TCP builds without BIG TCP.
 #define MAX_CUTS 64
 
+// The cuts one segment may take, at most MAX_CUTS; tests lower it to reach the drop below.
+volatile const __u32 max_cuts = MAX_CUTS;
+
 // overlap is how many bytes at the front of skb TCP has already passed on.
 static __u32 overlap(struct __sk_buff *ctx)
 {
@@ -138,7 +141,7 @@ static __u32 overlap(struct __sk_buff *ctx)
 // cut removes the first n bytes of skb; it returns 1 if it could, 0 if not.
 static int cut(struct __sk_buff *skb, __u32 n)
 {
-	for (int i = 0; i < MAX_CUTS && n > 0; i++) {
+	for (__u32 i = 0; i < MAX_CUTS && i < max_cuts && n > 0; i++) {
 		__u32 step = n < MAX_CUT ? n : MAX_CUT;
 		if (bpf_skb_adjust_room(skb, -(__s32)step, 0, 0))
 			return 0;

@@ -56,6 +56,8 @@ type KernelOptions struct {
 	MaxBacklog   int64         // bytes a direction may hold in the kernel path; 0: DefaultMaxBacklog
 	Log          *slog.Logger
 	Observer     KernelObserver // nil: none
+
+	maxCuts uint32 // tests: loader.Options.MaxCuts
 }
 
 // KernelObserver hears of promotions and fallbacks (metrics).
@@ -73,7 +75,7 @@ func NewKernel(opts KernelOptions) (*Kernel, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	objs, err := loader.Load(loader.Options{MaxSockets: uint32(2 * opts.MaxPromoted)})
+	objs, err := loader.Load(loader.Options{MaxSockets: uint32(2 * opts.MaxPromoted), MaxCuts: opts.maxCuts})
 	if err != nil {
 		return nil, err
 	}

@@ -3,10 +3,13 @@ package datapath
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -114,14 +117,65 @@ func (o *trimCounter) Trimmed(n uint64) { o.bytes.Add(n) }
 // the kernel's sockmap reader hands the verdict all of it; the peer must still get each byte
 // once, and the connection must end cleanly. 10 000 bytes take the verdict three cuts.
 func TestKernelPathRetransmissionOverlappingReadBytes(t *testing.T) {
-	for _, overlap := range []int{10, 10_000} {
-		t.Run(fmt.Sprintf("%d bytes old", overlap), func(t *testing.T) { retransmitOverlapping(t, overlap) })
+	for _, old := range []int{10, 10_000} {
+		t.Run(fmt.Sprintf("%d bytes old", old), func(t *testing.T) {
+			trims := &trimCounter{}
+			k := newKernelWith(t, KernelOptions{PromoteBytes: 1, PromoteAfter: time.Hour, Always: true, MaxPromoted: 16, Observer: trims})
+			o := retransmitOverlapping(t, k, old)
+			// clientA's own stack has not sent next yet: sending it now makes its segment a
+			// plain duplicate for the receiver, and both ends agree on the stream again.
+			if _, err := o.clientA.Write(o.next); err != nil {
+				t.Fatal(err)
+			}
+			if err := o.clientA.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			_ = o.clientB.SetReadDeadline(time.Now().Add(5 * time.Second))
+			rest, err := io.ReadAll(o.clientB)
+			if err != nil || !bytes.Equal(rest, o.next) {
+				t.Fatalf("after the overlapping segment the reader got %q and %v; want %q and a clean end of stream", rest, err, o.next)
+			}
+			if err := o.clientB.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			r := o.wait(t)
+			if want := int64(len(o.first) + len(o.next)); r.Err != nil || r.AToB != want || r.BToA != 0 {
+				t.Fatalf("result %+v; want no error, %d bytes A to B", r, want)
+			}
+			if n := trims.bytes.Load(); n != uint64(old) {
+				t.Fatalf("%d bytes counted as trimmed, want %d", n, old)
+			}
+		})
 	}
 }
 
-func retransmitOverlapping(t *testing.T, overlap int) {
-	trims := &trimCounter{}
-	k := newKernelWith(t, KernelOptions{PromoteBytes: 1, PromoteAfter: time.Hour, Always: true, MaxPromoted: 16, Observer: trims})
+// TestKernelPathUncuttableRetransmissionResets: a segment with a longer old front than the
+// verdict may cut is dropped, and the connection is reset at once: the peer gets nothing of
+// it, neither the old bytes again nor the new ones after a hole.
+func TestKernelPathUncuttableRetransmissionResets(t *testing.T) {
+	k := newKernelWith(t, KernelOptions{PromoteBytes: 1, PromoteAfter: time.Hour, Always: true, MaxPromoted: 16, maxCuts: 1})
+	o := retransmitOverlapping(t, k, 10_000)
+	_ = o.clientB.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := readUntilError(o.clientB)
+	if got != 0 || !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the reader got %d more bytes and then %v; want none and a reset", got, err)
+	}
+	if r := o.wait(t); r.Err == nil || !strings.Contains(r.Err.Error(), "could not cut") {
+		t.Fatalf("splice ended with %v; want the verdict's drop named", r.Err)
+	}
+}
+
+// overlapped is a promoted connection that has just received, from clientA's address, a
+// segment carrying the last old bytes clientA sent and then next, which clientA has not sent.
+type overlapped struct {
+	spliced
+	first, next []byte
+}
+
+// retransmitOverlapping promotes a connection on k, passes some bytes from clientA to clientB,
+// and injects a segment whose first old bytes clientB has already read.
+func retransmitOverlapping(t *testing.T, k *Kernel, old int) overlapped {
+	t.Helper()
 	if !k.objs.TrimsRetransmissions() {
 		t.Skip("this kernel lacks bpf_cast_to_kern_ctx and bpf_rdonly_cast (Linux 6.2): the verdict cannot cut the old front, and the accounting resets such a connection instead")
 	}
@@ -129,13 +183,12 @@ func retransmitOverlapping(t *testing.T, overlap int) {
 	if !k.waitActive(1, 3*time.Second) {
 		t.Fatalf("not promoted: %v", fallbacks(k))
 	}
-	first := bytes.Repeat([]byte("0123456789"), 1100)
-	if _, err := s.clientA.Write(first); err != nil {
+	o := overlapped{spliced: s, first: bytes.Repeat([]byte("0123456789"), 1100), next: []byte("the twenty new bytes")}
+	if _, err := s.clientA.Write(o.first); err != nil {
 		t.Fatal(err)
 	}
-	got := make([]byte, len(first))
 	_ = s.clientB.SetReadDeadline(time.Now().Add(3 * time.Second))
-	if _, err := io.ReadFull(s.clientB, got); err != nil {
+	if _, err := io.ReadFull(s.clientB, make([]byte, len(o.first))); err != nil {
 		t.Fatal(err)
 	}
 	// Once the receiver has acknowledged everything, clientA's next sequence number is the
@@ -147,33 +200,11 @@ func retransmitOverlapping(t *testing.T, overlap int) {
 	if err != nil {
 		t.Fatalf("sequence numbers: %v", err)
 	}
-	next := []byte("the twenty new bytes")
-	if err := injectSegment(s.clientA, snd-uint32(overlap), rcv, append(first[len(first)-overlap:], next...)); err != nil {
+	segment := append(bytes.Clone(o.first[len(o.first)-old:]), o.next...)
+	if err := injectSegment(s.clientA, snd-uint32(old), rcv, segment); err != nil {
 		t.Fatal(err)
 	}
-	// clientA's own stack has not sent next yet: sending it now makes its segment a plain
-	// duplicate for the receiver, and both ends agree on the stream again.
-	if _, err := s.clientA.Write(next); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.clientA.CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	_ = s.clientB.SetReadDeadline(time.Now().Add(5 * time.Second))
-	rest, err := io.ReadAll(s.clientB)
-	if err != nil || !bytes.Equal(rest, next) {
-		t.Fatalf("after the overlapping segment the reader got %q and %v; want %q and a clean end of stream", rest, err, next)
-	}
-	if err := s.clientB.CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	r := s.wait(t)
-	if r.Err != nil || r.AToB != int64(len(first)+len(next)) || r.BToA != 0 {
-		t.Fatalf("result %+v; want no error, %d bytes A to B", r, len(first)+len(next))
-	}
-	if n := trims.bytes.Load(); n != uint64(overlap) {
-		t.Fatalf("%d bytes counted as trimmed, want %d", n, overlap)
-	}
+	return o
 }
 
 // outq is how many bytes c has sent and not yet had acknowledged, plus any not yet sent.

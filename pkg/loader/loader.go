@@ -36,6 +36,9 @@ type Options struct {
 	MaxSockets uint32
 	// MaxCounts bounds the (routing key, target) pairs with open connections. 0: default.
 	MaxCounts uint32
+	// MaxCuts bounds the cuts the verdict may make in one retransmitted segment (4095 bytes
+	// each). 0: the compiled default, 64; tests lower it to reach the verdict's drop path.
+	MaxCuts uint32
 }
 
 // Objects are the loaded and attached programs and maps. Close releases all of them.
@@ -70,6 +73,11 @@ func Load(opts Options) (o *Objects, err error) {
 	}
 	if opts.MaxCounts > 0 {
 		spec.Maps["open_counts"].MaxEntries = opts.MaxCounts
+	}
+	if opts.MaxCuts > 0 {
+		if err := spec.Variables["max_cuts"].Set(opts.MaxCuts); err != nil {
+			return nil, fmt.Errorf("set max_cuts: %w", err)
+		}
 	}
 	o = &Objects{trims: kernelHas("bpf_cast_to_kern_ctx", "bpf_rdonly_cast")}
 	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {

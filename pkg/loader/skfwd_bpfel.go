@@ -45,6 +45,7 @@ const (
 	skfwdMapSockets       = "sockets"
 	skfwdMapTargets       = "targets"
 	skfwdProgSkfwdVerdict = "skfwd_verdict"
+	skfwdVarMaxCuts       = "max_cuts"
 )
 
 // loadSkfwd returns the embedded CollectionSpec for skfwd.
@@ -108,6 +109,7 @@ type skfwdMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type skfwdVariableSpecs struct {
+	MaxCuts *ebpf.VariableSpec `ebpf:"max_cuts"`
 }
 
 // skfwdObjects contains all objects after they have been loaded into the kernel.
@@ -153,6 +155,7 @@ func (m *skfwdMaps) Close() error {
 //
 // It can be passed to loadSkfwdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type skfwdVariables struct {
+	MaxCuts *ebpf.Variable `ebpf:"max_cuts"`
 }
 
 // skfwdPrograms contains all programs after they have been loaded into the kernel.
