@@ -188,3 +188,52 @@ int skfwd_verdict(struct __sk_buff *skb)
 	}
 	return bpf_sk_redirect_hash(skb, &targets, &d->peer, 0);
 }
+
+// Sockets to take out of the verdict map, keyed by cookie: userspace adds one with LEAVE_ASKED
+// to demote a direction, and the sock_ops program below removes the socket at its next
+// segment in or out (an ACK of what it receives, at the latest) and sets LEAVE_DONE.
+//
+// Why not remove it from userspace: while the kernel feeds a batch of a socket's receive queue
+// to the verdict (tcp_read_skb), a removal on another CPU takes the program away mid-batch,
+// and sk_psock_verdict_recv drops every skb left in it, bytes TCP has already acknowledged
+// (seen once in about 550 demotions under load, README "Status and limitations"). The batch
+// runs under the socket's lock, and so do the sock_ops header callbacks, where the removal
+// therefore cannot meet one.
+#define LEAVE_ASKED 0
+#define LEAVE_DONE 1
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u32);
+} leaving SEC(".maps");
+
+SEC("sockops")
+int skfwd_sockops(struct bpf_sock_ops *ops)
+{
+	switch (ops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		// The header callbacks run only for sockets that ask for them, and which connections
+		// will be promoted is not known yet. A socket on the kernel path receives on TCP's
+		// fast path, which skips the parse callback, but it sends ACKs for what it receives,
+		// and each outgoing segment asks for its option length (one program run; nothing is
+		// reserved, so nothing changes on the wire).
+		bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags |
+						       BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG |
+						       BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
+		break;
+	case BPF_SOCK_OPS_PARSE_HDR_OPT_CB:
+	case BPF_SOCK_OPS_HDR_OPT_LEN_CB: {
+		__u64 cookie = bpf_get_socket_cookie(ops);
+		__u32 *state = bpf_map_lookup_elem(&leaving, &cookie);
+		if (state && *state == LEAVE_ASKED) {
+			bpf_map_delete_elem(&sockets, &cookie);
+			*state = LEAVE_DONE;
+		}
+		break;
+	}
+	}
+	return 1;
+}

@@ -133,21 +133,48 @@ func (k *Kernel) updateLimit(s *promotedSocket, limit loader.Limit) error {
 }
 
 // leaveVerdict takes s out of the verdict map: its bytes stay in its own receive queue.
+//
+// It asks the sock_ops program to do it (bpf/skfwd.c, leaving), which happens on s's next
+// incoming segment, under s's lock, where no verdict batch can be running; removing it from
+// here can cut such a batch short and lose its bytes. A socket that receives nothing for
+// leaveWait has no batch running either, and is removed from here.
 func (k *Kernel) leaveVerdict(s *promotedSocket) error {
 	if !k.guard.use() {
 		return errClosed
 	}
 	defer k.guard.done()
-	return k.objs.Sockets().Delete(s.cookie)
+	if k.objs.LeavesUnderLock() != nil {
+		return k.objs.Sockets().Delete(s.cookie)
+	}
+	leaving := k.objs.Leaving()
+	if err := leaving.Update(s.cookie, loader.LeaveAsked, ebpf.UpdateNoExist); err != nil {
+		return fmt.Errorf("leaving: %w", err)
+	}
+	defer leaving.Delete(s.cookie)
+	left := waitUntil(leaveWait, func() bool {
+		var state uint32
+		return leaving.Lookup(s.cookie, &state) == nil && state == loader.LeaveDone
+	})
+	if left {
+		k.LeftUnderLock.Add(1)
+		return nil
+	}
+	// The program may still take the socket out between the wait and this delete: only the
+	// first removal finds it.
+	if err := k.objs.Sockets().Delete(s.cookie); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	return nil
 }
+
+// leaveWait is how long a demotion waits for s's next segment (about one in 64 KiB to 256 KiB
+// received takes the header callback, so a sender still sending gets there in well under a
+// millisecond).
+const leaveWait = 20 * time.Millisecond
 
 // demote takes the direction s -> peer off the kernel path; c.mu is held.
 func (c *promotedConn) demote(s *promotedSocket, held uint64) {
 	k := c.k
-	if err := k.leaveVerdict(s); err != nil {
-		go c.abort(fmt.Errorf("demote: leave the verdict map: %w", err))
-		return
-	}
 	s.demoted = true
 	k.Demoted.Add(1)
 	if k.obs != nil {
@@ -161,6 +188,11 @@ func (c *promotedConn) demote(s *promotedSocket, held uint64) {
 // copyInUserspace carries a demoted direction to its end with splice(2), after everything the
 // kernel redirected has reached the peer's send stream.
 func (c *promotedConn) copyInUserspace(s *promotedSocket) {
+	// Not under c.mu: leaving can wait for s's next segment.
+	if err := c.k.leaveVerdict(s); err != nil {
+		c.abortUnlessOver(fmt.Errorf("demote: leave the verdict map: %w", err))
+		return
+	}
 	// TCP_INFO locks the socket, so a verdict that was running for s on another CPU when s
 	// left the map has finished, and counted its bytes, once this returns.
 	c.mu.Lock()

@@ -68,6 +68,12 @@ func TestSlowReaderBoundsKernelMemory(t *testing.T) {
 	if k.Demoted.Load() == 0 {
 		t.Errorf("the slow direction was not demoted")
 	}
+	// The writer never pauses, so the sock_ops program sees a segment within the wait.
+	if err := k.objs.LeavesUnderLock(); err != nil {
+		t.Errorf("demotions cannot leave the verdict map under the socket's lock: %v", err)
+	} else if k.LeftUnderLock.Load() != k.Demoted.Load() {
+		t.Errorf("%d of %d demotions left the verdict map under the socket's lock", k.LeftUnderLock.Load(), k.Demoted.Load())
+	}
 	// The other direction is still on the kernel path and must work meanwhile.
 	if err := sendAndCheck(s.clientB, s.clientA, 8<<20, 32); err != nil {
 		t.Fatalf("reverse direction: %v", err)

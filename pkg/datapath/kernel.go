@@ -41,10 +41,13 @@ type Kernel struct {
 	obs KernelObserver
 
 	// Stats, for status and metrics.
-	Promoted  atomic.Uint64 // connections moved to the kernel path
-	Demoted   atomic.Uint64 // directions moved back to userspace (backlog past the bound)
-	Fallbacks sync.Map      // reason -> *atomic.Uint64: connections that stayed in userspace
-	Active    atomic.Int64  // connections on the kernel path now
+	Promoted atomic.Uint64 // connections moved to the kernel path
+	Demoted  atomic.Uint64 // directions moved back to userspace (backlog past the bound)
+	// LeftUnderLock: demoted directions taken out of the verdict map by the sock_ops program
+	// (leaveVerdict), as opposed to from userspace.
+	LeftUnderLock atomic.Uint64
+	Fallbacks     sync.Map     // reason -> *atomic.Uint64: connections that stayed in userspace
+	Active        atomic.Int64 // connections on the kernel path now
 }
 
 // KernelOptions configure NewKernel.
@@ -95,6 +98,9 @@ func NewKernel(opts KernelOptions) (*Kernel, error) {
 	}
 	k := &Kernel{objs: objs, guard: &openMaps{}, log: opts.Log, promoteBytes: opts.PromoteBytes, promoteAfter: opts.PromoteAfter, always: opts.Always,
 		maxBacklog: opts.MaxBacklog, mon: mon, events: events, guardDone: make(chan struct{}), obs: opts.Observer}
+	if err := objs.LeavesUnderLock(); err != nil {
+		k.log.Warn("kernel data path: demotions take sockets out of the verdict map from userspace, where the kernel can drop a batch in flight (the connection is then reset); the sock_ops program that avoids it is not attached", "err", err)
+	}
 	if !objs.TrimsRetransmissions() {
 		k.log.Warn("kernel data path: this kernel cannot cut the already-delivered front off a retransmitted segment (needs Linux 6.2 or later); a promoted connection that receives one is reset at its end instead of ending cleanly")
 	}

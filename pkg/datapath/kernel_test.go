@@ -36,7 +36,7 @@ func newKernelWith(t *testing.T, opts KernelOptions) *Kernel {
 		if !k.waitIdle(5 * time.Second) {
 			t.Errorf("%d connections still on the kernel path 5s after the tests closed them", k.Active.Load())
 		}
-		for _, m := range []*ebpf.Map{k.objs.Sockets(), k.objs.Targets(), k.objs.Directions(), k.objs.Limits()} {
+		for _, m := range []*ebpf.Map{k.objs.Sockets(), k.objs.Targets(), k.objs.Directions(), k.objs.Limits(), k.objs.Leaving()} {
 			if n := entries(t, m); n != 0 {
 				t.Errorf("%v holds %d entries after every connection ended", m, n)
 			}

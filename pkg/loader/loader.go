@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -45,6 +46,10 @@ type Options struct {
 type Objects struct {
 	objs  skfwdObjects
 	trims bool
+	// leaver is the sock_ops program's attachment to our cgroup; nil where it could not be
+	// made (see LeavesUnderLock).
+	leaver    link.Link
+	leaverErr error
 }
 
 // Direction mirrors struct direction in bpf/skfwd.c.
@@ -67,7 +72,7 @@ func Load(opts Options) (o *Objects, err error) {
 		return nil, fmt.Errorf("read BPF object: %w", err)
 	}
 	if opts.MaxSockets > 0 {
-		for _, name := range []string{"targets", "sockets", "directions", "limits"} {
+		for _, name := range []string{"targets", "sockets", "directions", "limits", "leaving"} {
 			spec.Maps[name].MaxEntries = opts.MaxSockets
 		}
 	}
@@ -103,7 +108,63 @@ func Load(opts Options) (o *Objects, err error) {
 	}); err != nil {
 		return nil, fmt.Errorf("attach stream verdict program: %w", err)
 	}
+	o.leaver, o.leaverErr = attachToOwnCgroup(o.objs.SkfwdSockops)
 	return o, nil
+}
+
+// LeavesUnderLock reports whether demotions can take a socket out of the verdict map from
+// the sock_ops program, under the socket's lock (bpf/skfwd.c, leaving), and if not, why. That
+// needs cgroup v2, where the program attaches to the cgroup skfwd runs in.
+func (o *Objects) LeavesUnderLock() error {
+	return o.leaverErr
+}
+
+// attachToOwnCgroup attaches prog as sock_ops to the cgroup v2 group of this process, which
+// covers the sockets it creates and accepts.
+func attachToOwnCgroup(prog *ebpf.Program) (link.Link, error) {
+	dir, err := ownCgroup()
+	if err != nil {
+		return nil, err
+	}
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: dir, Attach: ebpf.AttachCGroupSockOps, Program: prog})
+	if err != nil {
+		return nil, fmt.Errorf("attach sock_ops program to cgroup %s: %w", dir, err)
+	}
+	return l, nil
+}
+
+// ownCgroup finds this process's cgroup v2 directory: the "0::" line of /proc/self/cgroup
+// below the mount point of the cgroup2 file system.
+func ownCgroup() (string, error) {
+	cg, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	var rel string
+	found := false
+	for _, line := range strings.Split(string(cg), "\n") {
+		if path, ok := strings.CutPrefix(line, "0::"); ok {
+			rel, found = path, true
+		}
+	}
+	if !found {
+		return "", errors.New("no cgroup v2 entry in /proc/self/cgroup")
+	}
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(mounts), "\n") {
+		// mountinfo: ID parent major:minor root mountpoint options... - fstype source superoptions
+		pre, post, ok := strings.Cut(line, " - ")
+		if !ok || !strings.HasPrefix(post, "cgroup2 ") {
+			continue
+		}
+		if f := strings.Fields(pre); len(f) >= 5 {
+			return filepath.Join(f[4], rel), nil
+		}
+	}
+	return "", errors.New("cgroup v2 is not mounted")
 }
 
 // TrimsRetransmissions reports whether the verdict can cut off the front of a retransmitted
@@ -129,8 +190,21 @@ func kernelHas(funcs ...string) bool {
 
 // Close detaches and releases everything. Sockets still in the maps leave them.
 func (o *Objects) Close() error {
+	if o.leaver != nil {
+		o.leaver.Close()
+	}
 	return o.objs.Close()
 }
+
+// Leaving is the map through which demotions ask the sock_ops program to take a socket out of
+// the verdict map (values LeaveAsked, LeaveDone).
+func (o *Objects) Leaving() *ebpf.Map { return o.objs.Leaving }
+
+// States of a Leaving entry, as in bpf/skfwd.c.
+const (
+	LeaveAsked uint32 = 0
+	LeaveDone  uint32 = 1
+)
 
 // Targets is the program-less sockhash that redirects resolve against.
 func (o *Objects) Targets() *ebpf.Map { return o.objs.Targets }

@@ -40,10 +40,12 @@ type skfwdOpenKey struct {
 const (
 	skfwdMapDirections    = "directions"
 	skfwdMapEvents        = "events"
+	skfwdMapLeaving       = "leaving"
 	skfwdMapLimits        = "limits"
 	skfwdMapOpenCounts    = "open_counts"
 	skfwdMapSockets       = "sockets"
 	skfwdMapTargets       = "targets"
+	skfwdProgSkfwdSockops = "skfwd_sockops"
 	skfwdProgSkfwdVerdict = "skfwd_verdict"
 	skfwdVarMaxCuts       = "max_cuts"
 )
@@ -90,6 +92,7 @@ type skfwdSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type skfwdProgramSpecs struct {
+	SkfwdSockops *ebpf.ProgramSpec `ebpf:"skfwd_sockops"`
 	SkfwdVerdict *ebpf.ProgramSpec `ebpf:"skfwd_verdict"`
 }
 
@@ -99,6 +102,7 @@ type skfwdProgramSpecs struct {
 type skfwdMapSpecs struct {
 	Directions *ebpf.MapSpec `ebpf:"directions"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
+	Leaving    *ebpf.MapSpec `ebpf:"leaving"`
 	Limits     *ebpf.MapSpec `ebpf:"limits"`
 	OpenCounts *ebpf.MapSpec `ebpf:"open_counts"`
 	Sockets    *ebpf.MapSpec `ebpf:"sockets"`
@@ -134,6 +138,7 @@ func (o *skfwdObjects) Close() error {
 type skfwdMaps struct {
 	Directions *ebpf.Map `ebpf:"directions"`
 	Events     *ebpf.Map `ebpf:"events"`
+	Leaving    *ebpf.Map `ebpf:"leaving"`
 	Limits     *ebpf.Map `ebpf:"limits"`
 	OpenCounts *ebpf.Map `ebpf:"open_counts"`
 	Sockets    *ebpf.Map `ebpf:"sockets"`
@@ -144,6 +149,7 @@ func (m *skfwdMaps) Close() error {
 	return _SkfwdClose(
 		m.Directions,
 		m.Events,
+		m.Leaving,
 		m.Limits,
 		m.OpenCounts,
 		m.Sockets,
@@ -162,11 +168,13 @@ type skfwdVariables struct {
 //
 // It can be passed to loadSkfwdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type skfwdPrograms struct {
+	SkfwdSockops *ebpf.Program `ebpf:"skfwd_sockops"`
 	SkfwdVerdict *ebpf.Program `ebpf:"skfwd_verdict"`
 }
 
 func (p *skfwdPrograms) Close() error {
 	return _SkfwdClose(
+		p.SkfwdSockops,
 		p.SkfwdVerdict,
 	)
 }
