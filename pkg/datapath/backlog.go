@@ -159,6 +159,7 @@ func (k *Kernel) leaveVerdict(s *promotedSocket) error {
 		k.LeftUnderLock.Add(1)
 		return nil
 	}
+	k.log.Debug("kernel data path: a demoted socket saw no segment for the sock_ops program to act on; removing it from userspace", "waited", leaveWait)
 	// The program may still take the socket out between the wait and this delete: only the
 	// first removal finds it.
 	if err := k.objs.Sockets().Delete(s.cookie); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {

@@ -122,10 +122,16 @@ func (o *Objects) LeavesUnderLock() error {
 // attachToOwnCgroup attaches prog as sock_ops to the cgroup v2 group of this process, which
 // covers the sockets it creates and accepts.
 func attachToOwnCgroup(prog *ebpf.Program) (link.Link, error) {
-	dir, err := ownCgroup()
+	rel, err := ownCgroup()
 	if err != nil {
 		return nil, err
 	}
+	root, unmount, err := cgroup2Root()
+	if err != nil {
+		return nil, err
+	}
+	defer unmount()
+	dir := filepath.Join(root, rel)
 	l, err := link.AttachCgroup(link.CgroupOptions{Path: dir, Attach: ebpf.AttachCGroupSockOps, Program: prog})
 	if err != nil {
 		return nil, fmt.Errorf("attach sock_ops program to cgroup %s: %w", dir, err)
@@ -133,26 +139,28 @@ func attachToOwnCgroup(prog *ebpf.Program) (link.Link, error) {
 	return l, nil
 }
 
-// ownCgroup finds this process's cgroup v2 directory: the "0::" line of /proc/self/cgroup
-// below the mount point of the cgroup2 file system.
+// ownCgroup is this process's cgroup v2 group: the "0::" line of /proc/self/cgroup.
 func ownCgroup() (string, error) {
 	cg, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
 		return "", err
 	}
-	var rel string
-	found := false
 	for _, line := range strings.Split(string(cg), "\n") {
 		if path, ok := strings.CutPrefix(line, "0::"); ok {
-			rel, found = path, true
+			return path, nil
 		}
 	}
-	if !found {
-		return "", errors.New("no cgroup v2 entry in /proc/self/cgroup")
-	}
+	return "", errors.New("no cgroup v2 entry in /proc/self/cgroup")
+}
+
+// cgroup2Root finds where the cgroup2 file system is mounted. Where it is not (a mount
+// namespace of its own, as "ip netns exec" makes, remounts /sys without it), it mounts it on
+// a directory of its own, long enough to attach: the attachment belongs to the cgroup, not to
+// the mount, and unmount removes the mount and the directory again.
+func cgroup2Root() (root string, unmount func(), err error) {
 	mounts, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	for _, line := range strings.Split(string(mounts), "\n") {
 		// mountinfo: ID parent major:minor root mountpoint options... - fstype source superoptions
@@ -161,10 +169,21 @@ func ownCgroup() (string, error) {
 			continue
 		}
 		if f := strings.Fields(pre); len(f) >= 5 {
-			return filepath.Join(f[4], rel), nil
+			return f[4], func() {}, nil
 		}
 	}
-	return "", errors.New("cgroup v2 is not mounted")
+	dir, err := os.MkdirTemp("", "skfwd-cgroup2-")
+	if err != nil {
+		return "", nil, err
+	}
+	if err := unix.Mount("cgroup2", dir, "cgroup2", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		os.Remove(dir)
+		return "", nil, fmt.Errorf("cgroup v2 is not mounted here, and mounting it failed: %w", err)
+	}
+	return dir, func() {
+		_ = unix.Unmount(dir, unix.MNT_DETACH)
+		os.Remove(dir)
+	}, nil
 }
 
 // TrimsRetransmissions reports whether the verdict can cut off the front of a retransmitted
