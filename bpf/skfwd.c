@@ -97,7 +97,9 @@ struct {
 // part by comparing its sequence number with copied_seq. The sockmap's reader
 // (tcp_read_skb) does not: it hands the verdict the whole skb, so without the cut below the
 // peer gets the old bytes a second time (TestKernelPathRetransmissionOverlappingReadBytes
-// makes one; under load it was about one promotion in 400, ~100 KiB repeated).
+// makes one; under load it was about one promotion in 400, ~100 KiB repeated). copied_seq is
+// exact here because tcp_eat_skb advances it per skb, as each verdict is applied: the
+// sockmap fix behind the 6.1.32 / 6.4 kernel floor (pkg/loader).
 struct sk_buff {
 	struct sock *sk;
 	char cb[48];
@@ -132,6 +134,10 @@ static __u32 overlap(struct __sk_buff *ctx)
 	if (!ksym_exists(bpf_cast_to_kern_ctx) || !ksym_exists(bpf_rdonly_cast))
 		return 0;
 	struct sk_buff *skb = bpf_cast_to_kern_ctx(ctx);
+	// tcp_read_skb makes the socket the skb's owner; without it there is no copied_seq to
+	// compare with (a read through a NULL pointer here yields 0, not a fault).
+	if (!skb->sk)
+		return 0;
 	struct tcp_skb_cb *cb = bpf_rdonly_cast(skb->cb, bpf_core_type_id_kernel(struct tcp_skb_cb));
 	struct tcp_sock *tp = bpf_rdonly_cast(skb->sk, bpf_core_type_id_kernel(struct tcp_sock));
 	__s32 old = (__s32)(tp->copied_seq - cb->seq);
@@ -196,7 +202,7 @@ int skfwd_verdict(struct __sk_buff *skb)
 // Why not remove it from userspace: while the kernel feeds a batch of a socket's receive queue
 // to the verdict (tcp_read_skb), a removal on another CPU takes the program away mid-batch,
 // and sk_psock_verdict_recv drops every skb left in it, bytes TCP has already acknowledged
-// (seen once in about 550 demotions under load, README "Status and limitations"). The batch
+// (seen once in about 550 demotions under load, README "Data path"). The batch
 // runs under the socket's lock, and so do the sock_ops header callbacks, where the removal
 // therefore cannot meet one.
 #define LEAVE_ASKED 0
