@@ -59,12 +59,13 @@ func newPromotedSocket(c *net.TCPConn) (*promotedSocket, error) {
 	return s, nil
 }
 
-// sentTotal is how many bytes have entered fd's send stream: acknowledged (TCP_INFO) plus still
-// queued (SIOCOUTQ). A base taken short makes delivered() count bytes that were never sent,
-// which passes a FIN on before them; hence tcpCount.
-func sentTotal(fd int) (uint64, error) {
-	acked, outq, err := tcpCount(fd, ioctlQueue(unix.SIOCOUTQ), bytesAcked)
-	return acked + uint64(outq), err
+// sendStream is how many bytes have entered fd's send stream, acknowledged (TCP_INFO) plus
+// still queued (SIOCOUTQ), and how many of them are still queued, as one snapshot. A base taken
+// short makes delivered() count bytes that were never sent, which passes a FIN on before them;
+// hence tcpCount.
+func sendStream(fd int) (total uint64, queued int, err error) {
+	acked, queued, err := tcpCount(fd, ioctlQueue(unix.SIOCOUTQ), bytesAcked)
+	return acked + uint64(queued), queued, err
 }
 
 // readTotal is how many bytes of fd's receive stream have been read: received (TCP_INFO)
@@ -100,7 +101,7 @@ func tcpCount(fd int, queue func(fd int) (int, error), counter func(*unix.TCPInf
 // meanwhile, and that it is not in the maps yet (SIOCINQ then means the receive queue).
 func (s *promotedSocket) mark() error {
 	var err error
-	if s.base, err = sentTotal(s.fd); err != nil {
+	if s.base, _, err = sendStream(s.fd); err != nil {
 		return err
 	}
 	s.consumed, err = readTotal(s.fd)
@@ -263,10 +264,10 @@ func (c *promotedConn) abortUnlessOver(err error) {
 // to its peer: redirected by the verdict, or copied by userspace after demotion. A difference
 // means the kernel lost or repeated bytes, and passing the FIN on would turn that into a
 // clean end of a wrong stream; the caller resets the connection instead, so both ends learn
-// it failed. Seen on 6.18, about once in a few hundred demotions under heavy load: a batch
-// the kernel was feeding to the verdict while the socket left the verdict map is dropped
-// (the program is gone when sk_psock_verdict_recv looks for it). The userspace path never
-// sees those bytes, and nothing else would tell.
+// it failed. It caught two kernel faults on 6.18 that are now avoided: retransmitted bytes
+// passed on twice (bpf/skfwd.c, overlap()) and a batch dropped as its socket left the
+// verdict map from userspace (bpf/skfwd.c, leaving; still possible without cgroup v2). Nothing
+// else would tell.
 func (c *promotedConn) accountFor(s *promotedSocket, copied uint64) error {
 	var received, moved uint64
 	// The verdict may still be counting the last batch when the end of stream is seen: look
@@ -293,10 +294,11 @@ func (c *promotedConn) accountFor(s *promotedSocket, copied uint64) error {
 }
 
 // accountAtDemotion checks, before userspace takes over a demoted direction, that every byte
-// s received since promotion was redirected or still waits in s's receive queue. The kernel
-// drops the batch it is feeding to the verdict at the instant s leaves the verdict map
-// (accountFor), and copying on would deliver the bytes behind that hole; reset now instead,
-// and the peer has received a correct prefix and learns that the connection failed.
+// s received since promotion was redirected or still waits in s's receive queue. A socket
+// taken out of the verdict map from userspace can lose the batch the kernel was feeding to the
+// verdict at that instant (leaveVerdict), and copying on would deliver the bytes behind that
+// hole; reset now instead, and the peer has received a correct prefix and learns that the
+// connection failed.
 func (c *promotedConn) accountAtDemotion(s *promotedSocket) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
