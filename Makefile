@@ -49,6 +49,7 @@ docs: ## regenerate docs/metrics.md from pkg/metrics (a unit test fails when it 
 fuzz: ## fuzz the tunnel codec for a minute
 	$(GO) test -run '^$$' -fuzz FuzzReadRequest -fuzztime 30s ./pkg/tunnel/
 	$(GO) test -run '^$$' -fuzz FuzzReadAnswer -fuzztime 30s ./pkg/tunnel/
+	$(GO) test -run '^$$' -fuzz FuzzStreamFrame -fuzztime 30s ./pkg/tunnel/
 
 DEMO_ARGS ?=
 
