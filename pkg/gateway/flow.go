@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"github.com/skfwd/skfwd/pkg/datapath"
 	"github.com/skfwd/skfwd/pkg/links"
 	"github.com/skfwd/skfwd/pkg/metrics"
+	"github.com/skfwd/skfwd/pkg/mux"
 	"github.com/skfwd/skfwd/pkg/selector"
 	"github.com/skfwd/skfwd/pkg/tunnel"
 	"golang.org/x/sys/unix"
@@ -195,61 +195,61 @@ func (g *Gateway) toConnector(key, name string, client *net.TCPConn, first *firs
 
 var errClientGone = errors.New("client connection failed")
 
-// toSite forwards the client to a remote site through a tunnel.
+// toSite forwards the client to a remote site as a stream on the link to the next hop: no
+// connection and no handshake are spent, and the client's first bytes travel in the open.
 func (g *Gateway) toSite(key string, flowID uint64, site string, client *net.TCPConn, first *firstBytes, start time.Time, retries int) (bool, error) {
 	route, ok := g.links.Routes().Lookup(site)
 	if !ok {
 		return false, failed(metrics.ReasonNoRoute, fmt.Errorf("site %q: no route", site))
 	}
-	t, err := g.links.OpenTunnel(g.ctx, route.NextHop)
+	req := tunnel.Request{FlowID: flowID, RoutingKey: key, DestSite: site, SourceSite: g.self}
+	st, err := g.links.OpenStream(route.NextHop, req, first.buf)
 	if err != nil {
-		if errors.Is(err, links.ErrNoLink) {
+		if errors.Is(err, links.ErrNoLink) || errors.Is(err, mux.ErrLinkLost) {
 			return false, failed(metrics.ReasonLinkDown, err)
 		}
 		return false, failed(metrics.ReasonNoTunnel, err)
 	}
-	defer t.Done()
-	req := tunnel.Request{FlowID: flowID, RoutingKey: key, DestSite: site, SourceSite: g.self}
-	if err := g.request(t, req, client, first); err != nil {
-		datapath.Abort(t.Conn)
+	if err := g.request(st, client, first); err != nil {
+		st.Reset()
 		return false, fmt.Errorf("site %q: %w", site, err)
 	}
 	g.metrics.Committed(key, site, time.Since(start))
-	res := g.path.Splice(t.Context(), client, t.Conn)
+	res := datapath.JoinStream(client, st.Stream)
+	res.AToB -= int64(len(first.buf)) // endFlow adds the first bytes, counted here as sent
 	g.endFlow(start, flowLog{key: key, source: g.self, dest: site, target: site, retries: retries}, res, int64(len(first.buf)))
 	return true, nil
 }
 
-// request sends req and, right behind it, the client's first bytes on t; waits for the answer
-// while forwarding (and keeping) client bytes as they arrive; then commits (see commit).
-func (g *Gateway) request(t *links.Tunnel, req tunnel.Request, client *net.TCPConn, first *firstBytes) error {
-	frame, err := req.Append(nil)
-	if err != nil {
-		return err
-	}
-	_ = t.Conn.SetDeadline(time.Now().Add(g.settings.AnswerTimeout))
-	if _, err := t.Conn.Write(append(frame, first.buf...)); err != nil {
-		return failed(metrics.ReasonLinkLost, fmt.Errorf("write request to %q: %w", t.Peer, err))
-	}
+// request waits for the answer to st's open while forwarding (and keeping) client bytes as
+// they arrive; then commits (see awaitCommit).
+func (g *Gateway) request(st *links.Stream, client *net.TCPConn, first *firstBytes) error {
 	// Taken before the pump starts: from then on buf belongs to the pump until it stops.
 	replayed := len(first.buf) > 0
-	p := first.startPump(client, t.Conn)
-	ans, err := tunnel.ReadAnswer(t.Conn)
-	_ = t.Conn.SetDeadline(time.Time{})
-	if err != nil || ans.Status != tunnel.StatusOK {
+	p := first.startPump(client, st)
+	ans, err := st.Answer()
+	if err != nil {
 		if perr := p.stop(); perr != nil {
 			return perr
 		}
-		if err != nil {
-			reason := metrics.ReasonLinkLost
-			if isTimeout(err) {
-				reason = metrics.ReasonAnswerTimeout
-			}
-			return failed(reason, fmt.Errorf("answer from %q: %w", t.Peer, err))
+		switch {
+		case errors.Is(err, mux.ErrRefused):
+			return failed(ans.Reason.String(), fmt.Errorf("refused: %s %s", ans.Reason, ans.Message))
+		case errors.Is(err, mux.ErrAnswerTimeout):
+			return failed(metrics.ReasonAnswerTimeout, fmt.Errorf("answer from %q: %w", st.Peer, err))
 		}
-		return failed(ans.Reason.String(), fmt.Errorf("refused: %s %s", ans.Reason, ans.Message))
+		return failed(metrics.ReasonLinkLost, fmt.Errorf("answer from %q: %w", st.Peer, err))
 	}
-	if err := g.awaitCommit(t.Conn, p, replayed); err != nil {
+	p.commitPhase(st.Wake)
+	if !replayed && !p.forwardedAny() {
+		if err := st.WaitReadable(p.forwardedAny); err != nil && !p.forwardedAny() {
+			if perr := p.stop(); perr != nil {
+				return perr
+			}
+			return commitFailure(fmt.Errorf("target failed before exchanging any byte: %w", err))
+		}
+	}
+	if err := p.stop(); err != nil {
 		return commitFailure(err)
 	}
 	return nil
@@ -261,13 +261,18 @@ func (g *Gateway) commit(target, client *net.TCPConn, first *firstBytes, sent bo
 	return g.awaitCommit(target, first.startPump(client, target), sent)
 }
 
+// wakeReader wakes a read blocked on c with a read deadline in the past.
+func wakeReader(c *net.TCPConn) func() {
+	return func() { _ = c.SetReadDeadline(time.Unix(1, 0)) }
+}
+
 // awaitCommit waits until the target sends its first byte (or ends its stream) or until a
 // client byte has gone to it. Until then nothing has been exchanged, so a target that resets
 // now, such as a backend that died with our connection in its accept queue, or a link that
 // died between the answer and the first reply, can be left for the next candidate without
 // the client noticing. After it, failures reach the client as resets.
 func (g *Gateway) awaitCommit(target *net.TCPConn, p *pump, sent bool) error {
-	p.commitPhase(target)
+	p.commitPhase(wakeReader(target))
 	if !sent && !p.forwardedAny() {
 		if err := waitFirstByte(target); err != nil && !p.forwardedAny() {
 			if perr := p.stop(); perr != nil {
@@ -321,16 +326,16 @@ type pump struct {
 	client    *net.TCPConn
 	done      chan error
 	forwarded atomic.Int64
-	committed atomic.Pointer[net.TCPConn] // set in the commit phase: wake its reader on a forward
+	wake      atomic.Pointer[func()] // set in the commit phase: wakes the first-byte wait on a forward
 }
 
-func (f *firstBytes) startPump(client, target *net.TCPConn) *pump {
+func (f *firstBytes) startPump(client *net.TCPConn, target io.Writer) *pump {
 	p := &pump{f: f, client: client, done: make(chan error, 1)}
 	go func() { p.done <- p.run(target) }()
 	return p
 }
 
-func (p *pump) run(target *net.TCPConn) error {
+func (p *pump) run(target io.Writer) error {
 	var chunk [16 << 10]byte
 	f := p.f
 	for !f.eof && len(f.buf) < f.limit {
@@ -341,10 +346,8 @@ func (p *pump) run(target *net.TCPConn) error {
 				return nil // the target failed: the answer or the commit wait reports it
 			}
 			p.forwarded.Add(int64(n))
-			if c := p.committed.Load(); c != nil {
-				// A client byte reached the target: the connection is committed. Wake the
-				// first-byte wait with a read deadline in the past.
-				_ = c.SetReadDeadline(time.Unix(1, 0))
+			if wake := p.wake.Load(); wake != nil {
+				(*wake)() // a client byte reached the target: the connection is committed
 			}
 		}
 		switch {
@@ -360,7 +363,7 @@ func (p *pump) run(target *net.TCPConn) error {
 	return nil
 }
 
-func (p *pump) commitPhase(target *net.TCPConn) { p.committed.Store(target) }
+func (p *pump) commitPhase(wake func()) { p.wake.Store(&wake) }
 
 // forwardedAny reports whether a client byte has gone to the target since the pump started.
 func (p *pump) forwardedAny() bool { return p.forwarded.Load() > 0 }
@@ -375,12 +378,11 @@ func (p *pump) stop() error {
 	return err
 }
 
-// serveTunnel serves a tunnel on which a neighbor sent a request: deliver it to a local
-// connector when this site is the destination, else forward it one hop on.
+// serveTunnel serves a tunnel on which a neighbor sent a request. Client connections travel
+// as streams now; tunnels will carry only connections moved off the streams, so a request on
+// one is read (a malformed one is logged) and refused.
 func (g *Gateway) serveTunnel(t *links.Tunnel) {
 	defer t.Done()
-	// The request's first byte is already here (links hands over a tunnel only then), so the
-	// rest is due at once; a peer that stalls mid-request loses only this tunnel.
 	_ = t.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	req, err := tunnel.ReadRequest(t.Conn)
 	if err != nil {
@@ -388,22 +390,28 @@ func (g *Gateway) serveTunnel(t *links.Tunnel) {
 		datapath.Abort(t.Conn)
 		return
 	}
-	_ = t.Conn.SetReadDeadline(time.Time{})
-	if !g.trackActive(t.Conn) {
-		g.refuse(t.Conn, tunnel.ReasonShuttingDown, "site stopping")
+	g.log.Warn("request on a tunnel refused: this version carries connections as streams", "link", t.Link, "peer", t.Peer, "routing_key", req.RoutingKey)
+	g.refuse(t.Conn, tunnel.ReasonBadRequest, "connections travel as streams on the link connection")
+}
+
+// serveStream serves a stream a neighbor opened: deliver it to a local connector when this
+// site is the destination, else relay it one hop on.
+func (g *Gateway) serveStream(st *links.Stream) {
+	req := st.Request()
+	if g.ctx.Err() != nil {
+		st.Refuse(tunnel.ReasonShuttingDown, "site stopping")
 		return
 	}
-	defer g.untrackActive(t.Conn)
 	if req.DestSite == g.self {
-		g.deliver(t, req)
+		g.deliver(st, req)
 	} else {
-		g.transit(t, req)
+		g.transit(st, req)
 	}
 }
 
 // deliver connects to a local backend before answering ok, so a refusing backend costs the
 // client nothing: the ingress moves on to its next candidate.
-func (g *Gateway) deliver(t *links.Tunnel, req tunnel.Request) {
+func (g *Gateway) deliver(st *links.Stream, req tunnel.Request) {
 	start := time.Now()
 	tried := map[string]bool{}
 	reason, msg := tunnel.ReasonNoConnector, "no healthy connector for "+req.RoutingKey
@@ -434,67 +442,64 @@ func (g *Gateway) deliver(t *links.Tunnel, req tunnel.Request) {
 			continue
 		}
 		release := g.open.Acquire(req.RoutingKey, c.target())
-		_ = t.Conn.SetWriteDeadline(time.Now().Add(g.settings.AnswerTimeout))
-		_, err = t.Conn.Write(tunnel.Answer{Status: tunnel.StatusOK}.Append(nil))
-		_ = t.Conn.SetWriteDeadline(time.Time{})
-		if err != nil {
+		if err := st.Accept(); err != nil {
 			release()
 			datapath.Abort(backend)
-			datapath.Abort(t.Conn)
+			st.Reset()
 			return
 		}
 		g.metrics.Delivered(req.RoutingKey, req.SourceSite, c.cfg.Name)
-		res := g.path.Splice(t.Context(), t.Conn, backend)
+		res := datapath.JoinStream(backend, st.Stream)
 		release()
 		g.logFlow(start, flowLog{key: req.RoutingKey, source: req.SourceSite, dest: g.self, target: c.cfg.Name,
-			toTarget: res.AToB, toClient: res.BToA, outcome: resultOutcome(res), retries: len(tried) - 1, path: resultPath(res), err: res.Err})
+			toTarget: res.BToA, toClient: res.AToB, outcome: resultOutcome(res), retries: len(tried) - 1, path: "userspace", err: res.Err})
 		return
 	}
-	g.refuse(t.Conn, reason, msg)
+	st.Refuse(reason, msg)
 	g.metrics.Refused(req.RoutingKey, req.SourceSite, reason.String())
 	g.logFlow(start, flowLog{key: req.RoutingKey, source: req.SourceSite, dest: g.self, outcome: outcomeRefused,
 		retries: max(len(tried)-1, 0), err: errors.New(msg)})
 }
 
-// transit forwards a request one hop toward its destination and then only splices: answer,
-// data, half-close and reset all travel through unchanged.
-func (g *Gateway) transit(t *links.Tunnel, req tunnel.Request) {
+// transit relays a stream one hop toward its destination without terminating it: the
+// answer, data, half-close and reset all travel through unchanged.
+func (g *Gateway) transit(st *links.Stream, req tunnel.Request) {
+	refuse := func(reason tunnel.Reason, msg string) {
+		st.Refuse(reason, msg)
+		g.metrics.Refused(req.RoutingKey, req.SourceSite, reason.String())
+	}
 	route, ok := g.links.Routes().Lookup(req.DestSite)
 	if !ok {
-		g.refuse(t.Conn, tunnel.ReasonNoRoute, "no route from "+g.self+" to "+req.DestSite)
-		g.metrics.Refused(req.RoutingKey, req.SourceSite, tunnel.ReasonNoRoute.String())
+		refuse(tunnel.ReasonNoRoute, "no route from "+g.self+" to "+req.DestSite)
 		return
 	}
-	ctx, cancel := context.WithTimeout(g.ctx, g.settings.AnswerTimeout)
-	next, err := g.links.OpenTunnel(ctx, route.NextHop)
-	cancel()
+	next, err := g.links.OpenStream(route.NextHop, req, nil)
 	if err != nil {
-		g.refuse(t.Conn, tunnel.ReasonNoTunnel, err.Error())
-		g.metrics.Refused(req.RoutingKey, req.SourceSite, tunnel.ReasonNoTunnel.String())
+		refuse(tunnel.ReasonNoTunnel, err.Error())
 		return
 	}
-	defer next.Done()
-	frame, err := req.Append(nil)
-	if err == nil {
-		_, err = next.Conn.Write(frame)
-	}
+	ans, err := next.Answer()
 	if err != nil {
-		datapath.Abort(next.Conn)
-		g.refuse(t.Conn, tunnel.ReasonNoTunnel, err.Error())
-		g.metrics.Refused(req.RoutingKey, req.SourceSite, tunnel.ReasonNoTunnel.String())
+		next.Reset()
+		if errors.Is(err, mux.ErrRefused) {
+			// Passed back as it came, so the ingress counts the destination's reason.
+			st.Refuse(ans.Reason, ans.Message)
+			return
+		}
+		refuse(tunnel.ReasonNoTunnel, err.Error())
 		return
 	}
-	// Either link dying ends the connection.
-	both, cancelBoth := context.WithCancelCause(t.Context())
-	defer cancelBoth(nil)
-	stop := context.AfterFunc(next.Context(), func() { cancelBoth(context.Cause(next.Context())) })
-	defer stop()
-	g.path.Splice(both, t.Conn, next.Conn)
+	if err := st.Accept(); err != nil {
+		next.Reset()
+		st.Reset()
+		return
+	}
+	datapath.RelayStreams(st.Stream, next.Stream)
 }
 
-// refuse answers a request with a refusal and closes the tunnel gracefully: the client bytes
-// already on their way are read and dropped, so the close is a FIN and the answer arrives,
-// not a reset that could overtake it.
+// refuse answers a request on a tunnel with a refusal and closes the tunnel gracefully: the
+// bytes already on their way are read and dropped, so the close is a FIN and the answer
+// arrives, not a reset that could overtake it.
 func (g *Gateway) refuse(c *net.TCPConn, reason tunnel.Reason, msg string) {
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
 	if _, err := c.Write(tunnel.Answer{Status: tunnel.StatusRefused, Reason: reason, Message: msg}.Append(nil)); err == nil {

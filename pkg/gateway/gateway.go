@@ -140,10 +140,12 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 			gr, ok := g.state.Grant(name)
 			return gr.Secret, gr.Cost, ok
 		},
-		OnTunnel: g.serveTunnel,
-		OnChange: g.reconcile,
-		Observer: observer,
-		Log:      g.log,
+		OnTunnel:      g.serveTunnel,
+		OnStream:      g.serveStream,
+		AnswerTimeout: s.AnswerTimeout,
+		OnChange:      g.reconcile,
+		Observer:      observer,
+		Log:           g.log,
 	})
 	g.links.SetKeys(g.healthyKeys())
 	g.links.Start()

@@ -22,6 +22,7 @@ import (
 
 	"github.com/skfwd/skfwd/pkg/auth"
 	"github.com/skfwd/skfwd/pkg/routes"
+	"github.com/skfwd/skfwd/pkg/tunnel"
 )
 
 // Errors callers branch on.
@@ -43,6 +44,13 @@ type Options struct {
 	// OnTunnel serves a tunnel on which the peer has started to send a request. It runs in its
 	// own goroutine and must call Tunnel.Done when the tunnel is finished with.
 	OnTunnel func(*Tunnel)
+	// OnStream serves a stream the peer opened on a link connection. It runs in its own
+	// goroutine and must answer the stream and close it.
+	OnStream func(*Stream)
+	// StreamWindow is each stream's receive window (0: the multiplexer's default).
+	StreamWindow int
+	// AnswerTimeout bounds how long an opened stream waits for its answer.
+	AnswerTimeout time.Duration
 	// OnChange is called, never concurrently, after routes or link states change.
 	OnChange func()
 	// Observer hears link events as they happen (metrics); nil: nobody.
@@ -57,12 +65,15 @@ type Observer interface {
 	PoolMiss(link, peer string)
 	// HeartbeatMiss: a heartbeat interval passed with nothing from the peer.
 	HeartbeatMiss(link, peer string)
+	// LinkUp: link to peer came up (its counters start from 0).
+	LinkUp(link, peer string)
 }
 
 type noObserver struct{}
 
 func (noObserver) PoolMiss(string, string)      {}
 func (noObserver) HeartbeatMiss(string, string) {}
+func (noObserver) LinkUp(string, string)        {}
 
 // DialSpec is a link this site dials.
 type DialSpec struct {
@@ -105,6 +116,9 @@ func New(ctx context.Context, opts Options) *Manager {
 	}
 	if opts.Observer == nil {
 		opts.Observer = noObserver{}
+	}
+	if opts.OnStream == nil {
+		opts.OnStream = func(st *Stream) { st.Refuse(tunnel.ReasonNoConnector, "this site serves no streams") }
 	}
 	m := &Manager{
 		opts:     opts,
@@ -154,6 +168,24 @@ func (m *Manager) OpenTunnel(ctx context.Context, peer string) (*Tunnel, error) 
 		t, err := s.take(ctx)
 		if err == nil {
 			return t, nil
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return nil, fmt.Errorf("site %q: %w", peer, ErrNoLink)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// OpenStream opens a stream carrying req and the client's first bytes to the neighbor site
+// peer, on the cheapest link up to it. It costs no connection and no handshake: streams ride
+// the link's authenticated connection.
+func (m *Manager) OpenStream(peer string, req tunnel.Request, first []byte) (*Stream, error) {
+	var errs []error
+	for _, s := range m.sessionsTo(peer) {
+		st, err := s.openStream(req, first)
+		if err == nil {
+			return st, nil
 		}
 		errs = append(errs, err)
 	}
@@ -395,6 +427,7 @@ func (m *Manager) runSession(s *session) {
 		s.sendLSA(l)
 	}
 	m.mu.Unlock()
+	m.opts.Observer.LinkUp(s.name, s.peer)
 	m.log.Info("link up", "link", s.name, "peer", s.peer, "cost", s.cost, "dialer", s.dialer)
 
 	err := s.serve()

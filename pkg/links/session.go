@@ -1,9 +1,9 @@
 package links
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -11,12 +11,13 @@ import (
 	"time"
 
 	"github.com/skfwd/skfwd/pkg/auth"
+	"github.com/skfwd/skfwd/pkg/mux"
 	"github.com/skfwd/skfwd/pkg/routes"
+	"github.com/skfwd/skfwd/pkg/tunnel"
 )
 
 const (
 	maxPool         = 1024
-	controlQueue    = 1024
 	takeTimeout     = 3 * time.Second
 	refillRetryTime = time.Second
 )
@@ -36,19 +37,19 @@ type session struct {
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	out    chan []byte // control messages waiting for the writer
+	// streams is the link connection (the control connection, once the hellos are
+	// exchanged) as a multiplexed session: link messages, heartbeats and client streams.
+	streams atomic.Pointer[mux.Session]
 
-	idle    chan *net.TCPConn // tunnels this side can send a request on
-	refill  chan struct{}     // dialer: wake the pool filler
-	rtt     atomic.Int64      // nanoseconds
-	misses  atomic.Uint64
-	heard   atomic.Bool // a control message arrived since the last heartbeat tick
-	pingSeq uint64
+	idle   chan *net.TCPConn // tunnels this side can send a request on
+	refill chan struct{}     // dialer: wake the pool filler
+	misses atomic.Uint64
 
 	mu        sync.Mutex
 	dead      bool
 	active    map[*Tunnel]struct{}
 	waiting   map[*net.TCPConn]struct{} // tunnels waiting for the peer's request
+	early     [][]byte                  // control messages sent before the session ran
 	outTarget int                       // dialer: idle tunnels to keep for our requests
 	inTarget  int                       // dialer: idle tunnels to keep for the peer's requests
 	dialing   [2]int                    // dialer: tunnel dials in flight, out and in
@@ -59,7 +60,6 @@ func (m *Manager) newSession(name, peer string, dialer bool, c *net.TCPConn, cos
 	return &session{
 		m: m, name: name, peer: peer, dialer: dialer, ownCost: cost, conn: c, since: time.Now(),
 		ctx: ctx, cancel: cancel,
-		out:       make(chan []byte, controlQueue),
 		idle:      make(chan *net.TCPConn, maxPool),
 		refill:    make(chan struct{}, 1),
 		active:    map[*Tunnel]struct{}{},
@@ -94,66 +94,53 @@ func (s *session) handshake() error {
 
 // serve runs the session until it fails or the manager stops, and returns why it ended.
 func (s *session) serve() error {
-	s.heard.Store(true) // the hello just arrived
+	ms, err := mux.New(s.conn, mux.Options{
+		Dialer:            s.dialer,
+		Window:            s.m.opts.StreamWindow,
+		HeartbeatInterval: s.m.opts.HeartbeatInterval,
+		DeadTime:          s.m.opts.DeadTime,
+		AnswerTimeout:     s.m.opts.AnswerTimeout,
+		OnOpen:            s.serveStream,
+		OnLink:            s.handleLink,
+		OnHeartbeatMiss:   func() { s.m.opts.Observer.HeartbeatMiss(s.name, s.peer) },
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.streams.Store(ms)
+	s.mu.Unlock()
+	s.flushEarly()
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); s.writeLoop() }()
-	go func() { defer wg.Done(); s.heartbeatLoop() }()
 	if s.dialer {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.fillLoop() }()
 	}
-	s.readLoop()
-	s.conn.Close()
+	select {
+	case <-ms.Done():
+		s.fail(ms.Err())
+	case <-s.ctx.Done():
+	}
+	ms.Close(context.Cause(s.ctx))
 	wg.Wait()
 	return context.Cause(s.ctx)
 }
 
 func (s *session) fail(err error) { s.cancel(err) }
 
-func (s *session) readLoop() {
-	go func() {
-		<-s.ctx.Done()
-		s.conn.Close() // unblocks the read below
-	}()
-	for {
-		// Any message proves the peer alive; silence for the dead time ends the link. This
-		// catches a cut cable or a frozen peer, which send no FIN or RST.
-		_ = s.conn.SetReadDeadline(time.Now().Add(s.m.opts.DeadTime))
-		t, payload, err := readMsg(s.conn)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				err = fmt.Errorf("peer silent for %v", s.m.opts.DeadTime)
-			}
-			s.fail(err)
-			return
-		}
-		s.heard.Store(true)
-		if err := s.handle(t, payload); err != nil {
-			s.fail(fmt.Errorf("control message type %d: %w", t, err))
-			return
-		}
+// handleLink acts on a link message; msg is valid only during the call.
+func (s *session) handleLink(msg []byte) {
+	t, payload, err := readMsg(bytes.NewReader(msg))
+	if err == nil {
+		err = s.handle(t, payload)
+	}
+	if err != nil {
+		s.fail(fmt.Errorf("control message type %d: %w", t, err))
 	}
 }
 
 func (s *session) handle(t msgType, payload []byte) error {
 	switch t {
-	case msgPing:
-		b, err := encodeMsg(msgPong, json.RawMessage(payload))
-		if err != nil {
-			return err
-		}
-		s.send(b)
-	case msgPong:
-		var p pingMsg
-		if err := json.Unmarshal(payload, &p); err != nil {
-			return err
-		}
-		s.rtt.Store(time.Since(s.since).Nanoseconds() - p.Sent)
 	case msgLSA:
 		var l routes.LSA
 		if err := json.Unmarshal(payload, &l); err != nil {
@@ -178,13 +165,30 @@ func (s *session) handle(t msgType, payload []byte) error {
 	return nil
 }
 
-// send queues a control message. A peer that cannot keep up with a queue this deep is
-// failing; ending the session is better than blocking everyone who floods.
+// send queues a control message. Messages sent before the link connection runs as a
+// session (the manager floods while registering it) wait for it.
 func (s *session) send(b []byte) {
-	select {
-	case s.out <- b:
-	default:
-		s.fail(errors.New("control queue full: peer not reading"))
+	s.mu.Lock()
+	ms := s.streams.Load()
+	if ms == nil {
+		s.early = append(s.early, b)
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	if err := ms.SendLink(b); err != nil {
+		s.fail(err)
+	}
+}
+
+// flushEarly sends the messages queued before the session ran.
+func (s *session) flushEarly() {
+	s.mu.Lock()
+	early := s.early
+	s.early = nil
+	s.mu.Unlock()
+	for _, b := range early {
+		s.send(b)
 	}
 }
 
@@ -197,43 +201,36 @@ func (s *session) sendLSA(l routes.LSA) {
 	s.send(b)
 }
 
-func (s *session) writeLoop() {
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case b := <-s.out:
-			_ = s.conn.SetWriteDeadline(time.Now().Add(s.m.opts.DeadTime))
-			if _, err := s.conn.Write(b); err != nil {
-				s.fail(fmt.Errorf("write control: %w", err))
-				return
-			}
-		}
+func (s *session) rtt() time.Duration {
+	if ms := s.streams.Load(); ms != nil {
+		return ms.RTT()
 	}
+	return 0
 }
 
-func (s *session) heartbeatLoop() {
-	t := time.NewTicker(s.m.opts.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-			// The peer pings at the same interval and answers ours, so every interval
-			// should bring something; one that brought nothing is a miss.
-			if !s.heard.Swap(false) {
-				s.m.opts.Observer.HeartbeatMiss(s.name, s.peer)
-			}
-			s.pingSeq++
-			b, err := encodeMsg(msgPing, pingMsg{Seq: s.pingSeq, Sent: time.Since(s.since).Nanoseconds()})
-			if err != nil {
-				s.fail(err)
-				return
-			}
-			s.send(b)
-		}
+// openStream opens a stream to the peer carrying req and the client's first bytes.
+func (s *session) openStream(req tunnel.Request, first []byte) (*Stream, error) {
+	ms := s.streams.Load()
+	if ms == nil {
+		return nil, fmt.Errorf("link %q to %q: %w", s.name, s.peer, ErrNoLink)
 	}
+	st, err := ms.Open(req, first)
+	if err != nil {
+		return nil, fmt.Errorf("link %q to %q: %w", s.name, s.peer, err)
+	}
+	return &Stream{Stream: st, Peer: s.peer, Link: s.name}, nil
+}
+
+// serveStream hands a stream the peer opened to the gateway.
+func (s *session) serveStream(st *mux.Stream) {
+	s.m.opts.OnStream(&Stream{Stream: st, Peer: s.peer, Link: s.name})
+}
+
+// Stream is a client connection carried as a stream on a link.
+type Stream struct {
+	*mux.Stream
+	Peer string // the neighbor site at the other end
+	Link string
 }
 
 // teardown runs once the session is out of the routes: every tunnel on it is closed, and the
@@ -494,7 +491,7 @@ func (m *Manager) Status() []LinkStatus {
 		s.mu.Lock()
 		out = append(out, LinkStatus{
 			Name: s.name, Peer: s.peer, Role: role, State: "up", Cost: s.cost,
-			RTT:         time.Duration(s.rtt.Load()),
+			RTT:         s.rtt(),
 			IdleTunnels: len(s.idle), PeerTunnels: len(s.waiting), Active: len(s.active),
 			Misses: s.misses.Load(), Since: s.since,
 		})

@@ -180,6 +180,16 @@ func (m *Metrics) HeartbeatMiss(link, peer string) {
 	m.heartbeatMisses.WithLabelValues(link, peer).Inc()
 }
 
+// LinkUp exports the per-link event counters of link at 0, so a dashboard shows a value for
+// a link that has had no event yet.
+func (m *Metrics) LinkUp(link, peer string) {
+	if m == nil {
+		return
+	}
+	m.heartbeatMisses.WithLabelValues(link, peer)
+	m.poolMisses.WithLabelValues(link, peer)
+}
+
 // PoolMiss counts a connection that found no idle tunnel on link.
 func (m *Metrics) PoolMiss(link, peer string) {
 	if m == nil {

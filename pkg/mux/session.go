@@ -12,6 +12,7 @@ package mux
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -117,7 +118,7 @@ type Session struct {
 	err     error // set once, when the session ends
 	done    chan struct{}
 
-	reads    atomic.Uint64 // read calls that returned bytes: the peer's proof of life
+	lastRead atomic.Int64 // when a read last brought bytes: the peer's proof of life
 	rtt      atomic.Int64
 	started  time.Time
 	closeOne sync.Once
@@ -144,7 +145,8 @@ func New(conn net.Conn, o Options) (*Session, error) {
 		s.nextID = 1
 	}
 	s.w.init(s)
-	br := bufio.NewReaderSize(countingReader{conn, &s.reads}, readBufferSize)
+	s.lastRead.Store(time.Now().UnixNano())
+	br := bufio.NewReaderSize(countingReader{conn, &s.lastRead}, readBufferSize)
 	if err := s.exchangePrefaces(br); err != nil {
 		conn.Close()
 		return nil, err
@@ -175,17 +177,17 @@ func (s *Session) exchangePrefaces(br *bufio.Reader) error {
 	return nil
 }
 
-// countingReader counts the reads that brought bytes: any byte proves the peer alive, so a
+// countingReader notes when a read last brought bytes: any byte proves the peer alive, so a
 // saturated link never looks silent and heartbeats need not overtake data to count.
 type countingReader struct {
-	r io.Reader
-	n *atomic.Uint64
+	r    io.Reader
+	last *atomic.Int64 // unix nanoseconds
 }
 
 func (c countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	if n > 0 {
-		c.n.Add(1)
+		c.last.Store(time.Now().UnixNano())
 	}
 	return n, err
 }
@@ -370,7 +372,7 @@ func (s *Session) handle(h tunnel.FrameHeader, p []byte) error {
 	switch h.Type {
 	case tunnel.FramePing:
 		if h.Flags&tunnel.FlagAck != 0 {
-			sent := time.Duration(int64(beUint64(p)))
+			sent := time.Duration(int64(binary.BigEndian.Uint64(p)))
 			s.rtt.Store(int64(time.Since(s.started) - sent))
 			return nil
 		}
@@ -460,50 +462,54 @@ func (s *Session) handleOpen(h tunnel.FrameHeader, p []byte) error {
 	return nil
 }
 
-func beUint64(p []byte) uint64 {
-	_ = p[7]
-	return uint64(p[0])<<56 | uint64(p[1])<<48 | uint64(p[2])<<40 | uint64(p[3])<<32 |
-		uint64(p[4])<<24 | uint64(p[5])<<16 | uint64(p[6])<<8 | uint64(p[7])
-}
-
 // tickLoop is the session's only timer: heartbeats, liveness, a writer stuck on a peer that
-// does not read, and answer timeouts.
+// does not read, and answer timeouts. It wakes at each heartbeat and at the moment the peer
+// would have been silent for the dead time, so a silent peer is declared dead on time.
 func (s *Session) tickLoop() {
-	t := time.NewTicker(s.opts.HeartbeatInterval)
+	interval, dead := s.opts.HeartbeatInterval, s.opts.DeadTime
+	nextPing := time.Now().Add(interval)
+	missCheck := s.lastRead.Load()
+	t := time.NewTimer(interval)
 	defer t.Stop()
-	lastReads := s.reads.Load()
-	lastHeard := time.Now()
 	for {
 		select {
 		case <-s.done:
 			return
-		case now := <-t.C:
-			if r := s.reads.Load(); r != lastReads {
-				lastReads, lastHeard = r, now
+		case <-t.C:
+		}
+		now := time.Now()
+		heard := time.Unix(0, s.lastRead.Load())
+		if now.Sub(heard) >= dead {
+			s.fail(fmt.Errorf("%w for %v", ErrSilent, dead))
+			return
+		}
+		if stuck := s.w.stuckSince(); !stuck.IsZero() && now.Sub(stuck) >= dead {
+			s.fail(fmt.Errorf("write blocked for %v: peer not reading", dead))
+			return
+		}
+		if !now.Before(nextPing) {
+			if last := s.lastRead.Load(); last == missCheck && s.opts.OnHeartbeatMiss != nil {
+				s.opts.OnHeartbeatMiss() // a whole interval brought nothing
 			} else {
-				if s.opts.OnHeartbeatMiss != nil {
-					s.opts.OnHeartbeatMiss()
-				}
-				if now.Sub(lastHeard) >= s.opts.DeadTime {
-					s.fail(fmt.Errorf("%w for %v", ErrSilent, s.opts.DeadTime))
-					return
-				}
-			}
-			if stuck := s.w.stuckSince(); !stuck.IsZero() && now.Sub(stuck) >= s.opts.DeadTime {
-				s.fail(fmt.Errorf("write blocked for %v: peer not reading", s.opts.DeadTime))
-				return
+				missCheck = last
 			}
 			s.expireAnswers(now)
-			sent := uint64(now.Sub(s.started))
-			if err := s.w.urgent(func(b []byte) []byte {
-				b = tunnel.AppendFrameHeader(b, tunnel.FrameHeader{Type: tunnel.FramePing, Length: 8})
-				return append(b, byte(sent>>56), byte(sent>>48), byte(sent>>40), byte(sent>>32),
-					byte(sent>>24), byte(sent>>16), byte(sent>>8), byte(sent))
-			}); err != nil {
+			if err := s.ping(now); err != nil {
 				return
 			}
+			nextPing = now.Add(interval)
 		}
+		wake := min(nextPing.Sub(now), heard.Add(dead).Sub(now))
+		t.Reset(max(wake, time.Millisecond))
 	}
+}
+
+func (s *Session) ping(now time.Time) error {
+	sent := uint64(now.Sub(s.started))
+	return s.w.urgent(func(b []byte) []byte {
+		b = tunnel.AppendFrameHeader(b, tunnel.FrameHeader{Type: tunnel.FramePing, Length: 8})
+		return binary.BigEndian.AppendUint64(b, sent)
+	})
 }
 
 // expireAnswers fails the streams whose answer is overdue. It runs once per heartbeat

@@ -1,0 +1,142 @@
+package datapath
+
+import (
+	"errors"
+	"net"
+	"sync"
+
+	"github.com/skfwd/skfwd/pkg/mux"
+	"golang.org/x/sys/unix"
+)
+
+// Streams: a client connection carried on a link connection. Bytes cross with read(2) and
+// write(2) through pooled buffers, never splice(2) (a pipe costs two system calls per chunk,
+// which is most of a small message's cost), and neither direction holds a buffer while idle.
+
+// streamBufSize is one read from a socket onto a stream: a frame's worth.
+const streamBufSize = mux.DefaultFrameSize
+
+var streamBufs = sync.Pool{New: func() any { b := make([]byte, streamBufSize); return &b }}
+
+// JoinStream forwards conn <-> st until both directions have ended, propagating half-close and
+// reset both ways, and closes both before it returns. AToB counts conn's bytes onto the
+// stream, BToA the stream's bytes onto conn. A failure of the link connection under st
+// resets conn.
+func JoinStream(conn *net.TCPConn, st *mux.Stream) Result {
+	var (
+		res  Result
+		once sync.Once
+		wg   sync.WaitGroup
+	)
+	fail := func(err error) {
+		once.Do(func() {
+			res.Err = err
+			st.Reset()
+			Abort(conn)
+		})
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n, err := socketToStream(conn, st)
+		res.AToB = n
+		if err != nil {
+			fail(err)
+		}
+	}()
+	n, err := st.WriteTo(conn)
+	res.BToA = n
+	if err == nil {
+		err = conn.CloseWrite()
+	}
+	if err != nil {
+		fail(err)
+	}
+	wg.Wait()
+	once.Do(func() {
+		conn.Close()
+		st.Close()
+	})
+	return res
+}
+
+// socketToStream copies conn onto st until conn's end of stream, which it passes on as the
+// stream's half-close. It waits for conn to be readable before taking a buffer, so an idle
+// connection holds none.
+func socketToStream(conn *net.TCPConn, st *mux.Stream) (int64, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for {
+		bp := streamBufs.Get().(*[]byte)
+		var n int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			for {
+				n, rerr = unix.Read(int(fd), *bp)
+				if !errors.Is(rerr, unix.EINTR) {
+					return !errors.Is(rerr, unix.EAGAIN)
+				}
+			}
+		})
+		if err == nil {
+			err = rerr
+		}
+		n = max(n, 0) // -1 with an error
+		if n > 0 {
+			_, werr := st.Write((*bp)[:n])
+			streamBufs.Put(bp)
+			if werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+			continue
+		}
+		streamBufs.Put(bp)
+		if err != nil {
+			return total, err
+		}
+		return total, st.CloseWrite() // n == 0: end of stream
+	}
+}
+
+// RelayStreams joins two streams at a transit site: every byte, half-close and reset of one
+// reaches the other. AToB counts a's bytes onto b.
+func RelayStreams(a, b *mux.Stream) Result {
+	var (
+		res  Result
+		once sync.Once
+		wg   sync.WaitGroup
+	)
+	fail := func(err error) {
+		once.Do(func() {
+			res.Err = err
+			a.Reset()
+			b.Reset()
+		})
+	}
+	pipe := func(from, to *mux.Stream, count *int64) {
+		n, err := from.WriteTo(to)
+		*count = n
+		if err == nil {
+			err = to.CloseWrite()
+		}
+		if err != nil {
+			fail(err)
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		pipe(a, b, &res.AToB)
+	}()
+	pipe(b, a, &res.BToA)
+	wg.Wait()
+	once.Do(func() {
+		a.Close()
+		b.Close()
+	})
+	return res
+}
