@@ -292,33 +292,67 @@ func (m *Manager) Dial(spec DialSpec) {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		backoff := 100 * time.Millisecond
+		b := backoff{max: m.opts.MaxBackoff}
 		for m.ctx.Err() == nil {
-			s, err := m.dialSession(spec)
-			if err != nil {
-				m.setDialError(spec.Name, err)
-				m.log.Warn("link down, retrying", "link", spec.Name, "err", err, "retry_in", backoff)
-			} else {
-				m.setDialError(spec.Name, nil)
-				m.mu.Lock()
-				m.dials[spec.Name].peer = s.peer
-				m.mu.Unlock()
-				started := time.Now()
-				m.runSession(s)
-				if time.Since(started) > 10*time.Second {
-					backoff = 100 * time.Millisecond
-				}
-				m.setDialError(spec.Name, errors.New("session ended"))
+			if m.dialOnce(spec, b.peek()) {
+				// The peer was reachable and accepted us: what ended the session says
+				// nothing about the next dial, so it starts fast again. Only consecutive
+				// failed dials back off.
+				b.reset()
 			}
 			select {
 			case <-m.ctx.Done():
 				return
-			case <-time.After(backoff):
+			case <-time.After(b.next()):
 			}
-			backoff = min(backoff*2, m.opts.MaxBackoff)
 		}
 	}()
 }
+
+// dialOnce dials spec and serves the session until it ends. It reports whether the session
+// came up (authenticated and hello exchanged); retryIn is only for the log.
+func (m *Manager) dialOnce(spec DialSpec, retryIn time.Duration) bool {
+	s, err := m.dialSession(spec)
+	if err != nil {
+		m.setDialError(spec.Name, err)
+		m.log.Warn("link down, retrying", "link", spec.Name, "err", err, "retry_in", retryIn)
+		return false
+	}
+	m.setDialError(spec.Name, nil)
+	m.mu.Lock()
+	m.dials[spec.Name].peer = s.peer
+	m.mu.Unlock()
+	up := m.runSession(s)
+	m.setDialError(spec.Name, errors.New("session ended"))
+	return up
+}
+
+// firstBackoff is the wait before the first redial after a session, and after the first
+// failed dial.
+const firstBackoff = 100 * time.Millisecond
+
+// backoff is the capped exponential wait between consecutive failed dials.
+type backoff struct {
+	max  time.Duration
+	wait time.Duration // the next wait; 0: firstBackoff
+}
+
+// peek is the wait next will return.
+func (b *backoff) peek() time.Duration {
+	if b.wait == 0 {
+		return min(firstBackoff, b.max)
+	}
+	return b.wait
+}
+
+// next returns the wait before the next dial and doubles the one after it, up to max.
+func (b *backoff) next() time.Duration {
+	w := b.peek()
+	b.wait = min(2*w, b.max)
+	return w
+}
+
+func (b *backoff) reset() { b.wait = 0 }
 
 func (m *Manager) setDialError(name string, err error) {
 	m.mu.Lock()
@@ -373,11 +407,12 @@ func (m *Manager) dialAuthenticated(ctx context.Context, addr, credential string
 }
 
 // runSession completes the hello exchange, registers the session, and serves it until it ends.
-func (m *Manager) runSession(s *session) {
+// It reports whether the session came up (the hello exchange succeeded).
+func (m *Manager) runSession(s *session) bool {
 	if err := s.handshake(); err != nil {
 		m.log.Warn("link hello failed", "link", s.name, "peer", s.peer, "err", err)
 		s.conn.Close()
-		return
+		return false
 	}
 	m.mu.Lock()
 	if !s.dialer {
@@ -407,6 +442,7 @@ func (m *Manager) runSession(s *session) {
 	// that were waiting on them are retried elsewhere.
 	s.teardown()
 	m.log.Warn("link down", "link", s.name, "peer", s.peer, "err", err)
+	return true
 }
 
 // originateLocked issues a new LSA for this site, stores and floods it, and recomputes routes.

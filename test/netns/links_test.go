@@ -67,6 +67,44 @@ func TestLinkReconnectsAfterPeerRestart(t *testing.T) {
 	}
 }
 
+// TestFlappingLinkBackWithinASecond takes the dialer's link interface down and up again
+// five times, each outage long enough for the peer to be declared dead and two redials to
+// fail, and asserts the link is up within 1 s of each recovery: a session that came up resets
+// the reconnect backoff, so flaps do not push the dialer to reconnect-max-backoff (5 s).
+// (Within one outage the backoff still doubles: after a long one the link returns within
+// about as long again, up to the cap.)
+func TestFlappingLinkBackWithinASecond(t *testing.T) {
+	const (
+		flaps    = 5
+		downFor  = 500 * time.Millisecond // after the 1 s dead time: dials at 100 and 300 ms fail
+		backWhen = time.Second
+	)
+	lab := newLab(t)
+	n := twoSites(t, lab, nil)
+	a := n.a
+	linkState := func(want string) func(gateway.Status) bool {
+		return func(st gateway.Status) bool { return len(st.Links) == 1 && st.Links[0].State == want }
+	}
+	check(t, a.WaitFor(converged, "link up", linkState("up")))
+	for i := 1; i <= flaps; i++ {
+		check(t, a.SetLink(n.link, false))
+		check(t, a.WaitFor(converged, fmt.Sprintf("flap %d: link declared dead", i), linkState("connecting")))
+		time.Sleep(downFor)
+		check(t, a.SetLink(n.link, true))
+		back := time.Now()
+		check(t, a.WaitFor(converged, fmt.Sprintf("flap %d: link up again", i), linkState("up")))
+		took := time.Since(back)
+		t.Logf("flap %d: link up %v after the interface came back", i, took)
+		if took > backWhen {
+			t.Errorf("flap %d: link up %v after the interface came back, want within %v", i, took, backWhen)
+		}
+	}
+	check(t, a.WaitCandidates(converged, svc, "b"))
+	if name, err := netlab.Hello(a, svcAddr, timeout); err != nil || name != "b" {
+		t.Fatalf("after the flaps: answered by %q, %v", name, err)
+	}
+}
+
 // TestBadPeersHarmNothingElse sends the accepting site garbage: an unauthenticated
 // connection, and a malformed tunnel request on a properly authenticated tunnel. Each closes
 // only its own connection, is logged, and a connection in progress carries on.
