@@ -175,7 +175,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 }
 
 // SecretKey is the key in a link's Secret that holds the shared secret.
-const SecretKey = "secret"
+const SecretKey = config.SecretKey
 
 func (g *Gateway) goRun(f func()) {
 	g.wg.Add(1)
