@@ -384,8 +384,11 @@ func (g *Gateway) serveTunnel(t *links.Tunnel) {
 	_ = t.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	req, err := tunnel.ReadRequest(t.Conn)
 	if err != nil {
-		g.log.Warn("bad tunnel request, tunnel closed", "link", t.Link, "peer", t.Peer, "err", err)
-		datapath.Abort(t.Conn)
+		// Only this tunnel is lost. The answer says why, so a peer of another version does
+		// not take it for a failed backend.
+		g.metrics.BadRequest()
+		g.badLog.Warn(tunnel.ReasonBadRequest.String(), "bad tunnel request, tunnel closed", "link", t.Link, "peer", t.Peer, "err", err)
+		g.refuse(t.Conn, tunnel.ReasonBadRequest, "unreadable request")
 		return
 	}
 	_ = t.Conn.SetReadDeadline(time.Time{})

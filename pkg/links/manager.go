@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/skfwd/skfwd/pkg/auth"
+	"github.com/skfwd/skfwd/pkg/ratelog"
 	"github.com/skfwd/skfwd/pkg/routes"
 )
 
@@ -57,12 +58,33 @@ type Observer interface {
 	PoolMiss(link, peer string)
 	// HeartbeatMiss: a heartbeat interval passed with nothing from the peer.
 	HeartbeatMiss(link, peer string)
+	// HandshakeRejected: an accepted connection was refused before it carried anything, for
+	// one of RejectReasons.
+	HandshakeRejected(reason string)
 }
 
 type noObserver struct{}
 
 func (noObserver) PoolMiss(string, string)      {}
 func (noObserver) HeartbeatMiss(string, string) {}
+func (noObserver) HandshakeRejected(string)     {}
+
+// Reasons an accepted connection is rejected (Observer.HandshakeRejected): a fixed list, so
+// that whatever a stranger sends, metrics and the log see one of these.
+const (
+	RejectUnknownCredential = "unknown-credential" // a credential this site never issued (or revoked)
+	RejectBadProof          = "bad-proof"          // the right credential name, the wrong secret
+	RejectMalformed         = "malformed"          // not skfwd's handshake (a scanner, another protocol, a version skew)
+	RejectTimeout           = "timeout"            // the handshake did not finish in time
+	RejectClosed            = "closed"             // the connection ended or failed mid-handshake
+	RejectOwnSiteName       = "own-site-name"      // the peer presented this site's own name
+	RejectNoSession         = "no-session"         // a tunnel for a link whose session is not up here
+)
+
+// RejectReasons lists every reason HandshakeRejected is called with.
+var RejectReasons = []string{
+	RejectUnknownCredential, RejectBadProof, RejectMalformed, RejectTimeout, RejectClosed, RejectOwnSiteName, RejectNoSession,
+}
 
 // DialSpec is a link this site dials.
 type DialSpec struct {
@@ -76,8 +98,11 @@ type DialSpec struct {
 type Manager struct {
 	opts Options
 	log  *slog.Logger
-	ctx  context.Context
-	wg   sync.WaitGroup
+	// rejectLog logs rejected connections, at most one line a second per reason: a stranger
+	// hammering the link port must not flood the log (the metric counts every one).
+	rejectLog *ratelog.Logger
+	ctx       context.Context
+	wg        sync.WaitGroup
 
 	table   atomic.Pointer[routes.Table]
 	changed chan struct{}
@@ -107,13 +132,14 @@ func New(ctx context.Context, opts Options) *Manager {
 		opts.Observer = noObserver{}
 	}
 	m := &Manager{
-		opts:     opts,
-		log:      opts.Log,
-		ctx:      ctx,
-		changed:  make(chan struct{}, 1),
-		db:       routes.NewDB(opts.Self),
-		sessions: map[*session]struct{}{},
-		dials:    map[string]*dialState{},
+		opts:      opts,
+		log:       opts.Log,
+		rejectLog: ratelog.New(opts.Log, time.Second),
+		ctx:       ctx,
+		changed:   make(chan struct{}, 1),
+		db:        routes.NewDB(opts.Self),
+		sessions:  map[*session]struct{}{},
+		dials:     map[string]*dialState{},
 	}
 	m.mu.Lock()
 	m.originateLocked()
@@ -226,15 +252,19 @@ func (m *Manager) accept(c *net.TCPConn) {
 	})
 	stopHandshake()
 	if err != nil {
-		// A bad or unauthenticated connection harms nothing else: log it and drop only it.
-		m.log.Warn("link connection rejected", "remote", remote, "err", err)
-		c.Close()
+		if m.ctx.Err() != nil {
+			c.Close() // we are stopping: the handshake was cut short by us, not the peer
+			return
+		}
+		// A bad or unauthenticated connection harms nothing else: count it, log it and drop
+		// only it.
+		m.reject(c, rejectReason(err), "link connection rejected", "remote", remote, "err", err)
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
 	if peer.Site == m.opts.Self {
-		m.log.Error("link connection from a site with our own name rejected; site names must be unique", "remote", remote, "credential", peer.Credential)
-		c.Close()
+		m.reject(c, RejectOwnSiteName, "link connection from a site with our own name rejected; site names must be unique",
+			"remote", remote, "credential", peer.Credential)
 		return
 	}
 	switch peer.Purpose {
@@ -244,7 +274,12 @@ func (m *Manager) accept(c *net.TCPConn) {
 	case auth.TunnelIn, auth.TunnelOut:
 		s := m.awaitAcceptedSession(peer.Credential, peer.Site)
 		if s == nil {
-			c.Close()
+			if m.ctx.Err() == nil {
+				m.reject(c, RejectNoSession, "tunnel for a link that is not up here rejected",
+					"remote", remote, "link", peer.Credential, "peer", peer.Site)
+			} else {
+				c.Close()
+			}
 			return
 		}
 		if peer.Purpose == auth.TunnelIn {
@@ -253,6 +288,33 @@ func (m *Manager) accept(c *net.TCPConn) {
 			s.awaitRequest(c)
 		}
 	}
+}
+
+// reject closes an accepted connection, counts it under reason and logs msg (rate-limited).
+func (m *Manager) reject(c *net.TCPConn, reason, msg string, args ...any) {
+	c.Close()
+	m.opts.Observer.HandshakeRejected(reason)
+	level := m.rejectLog.Warn
+	if reason == RejectOwnSiteName {
+		level = m.rejectLog.Error // a configuration fault that breaks routing, not a stranger
+	}
+	level(reason, msg, append(args, "reason", reason)...)
+}
+
+// rejectReason classifies why auth.Accept failed into one of RejectReasons.
+func rejectReason(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, auth.ErrUnknownCredential):
+		return RejectUnknownCredential
+	case errors.Is(err, auth.ErrBadProof):
+		return RejectBadProof
+	case errors.Is(err, auth.ErrMalformed):
+		return RejectMalformed
+	case errors.As(err, &ne) && ne.Timeout():
+		return RejectTimeout
+	}
+	return RejectClosed
 }
 
 // awaitAcceptedSession finds the session a tunnel belongs to. The dialer starts its pools as

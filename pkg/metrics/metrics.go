@@ -25,6 +25,7 @@ type Metrics struct {
 	retries         *prometheus.CounterVec
 	delivered       *prometheus.CounterVec
 	refused         *prometheus.CounterVec
+	rejected        *prometheus.CounterVec
 	heartbeatMisses *prometheus.CounterVec
 	poolMisses      *prometheus.CounterVec
 	promotions      prometheus.Counter
@@ -55,6 +56,12 @@ func New(site, version string) *Metrics {
 	m.retries = counter(defRetries)
 	m.delivered = counter(defDelivered)
 	m.refused = counter(defRefused)
+	m.rejected = counter(defHandshakesRejected)
+	// Rejections are exported at 0 from start, so an alert on increase() sees the first one.
+	for _, r := range HandshakeReasons {
+		m.rejected.WithLabelValues(r)
+	}
+	m.refused.WithLabelValues("", "", ReasonBadRequest)
 	m.heartbeatMisses = counter(defHeartbeatMisses)
 	m.poolMisses = counter(defPoolMisses)
 	m.demotions = counter(defDemotions)
@@ -170,6 +177,23 @@ func (m *Metrics) Refused(key, source, reason string) {
 		return
 	}
 	m.refused.WithLabelValues(key, source, reason).Inc()
+}
+
+// BadRequest counts a request from a neighbor that could not be read.
+func (m *Metrics) BadRequest() {
+	if m == nil {
+		return
+	}
+	m.refused.WithLabelValues("", "", ReasonBadRequest).Inc()
+}
+
+// HandshakeRejected counts a connection to the link port rejected for reason (one of
+// HandshakeReasons).
+func (m *Metrics) HandshakeRejected(reason string) {
+	if m == nil {
+		return
+	}
+	m.rejected.WithLabelValues(reason).Inc()
 }
 
 // HeartbeatMiss counts a heartbeat interval without a message from peer on link.

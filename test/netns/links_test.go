@@ -2,6 +2,7 @@ package netns
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,8 @@ import (
 	"github.com/skfwd/skfwd/internal/netlab"
 	"github.com/skfwd/skfwd/pkg/auth"
 	"github.com/skfwd/skfwd/pkg/gateway"
+	"github.com/skfwd/skfwd/pkg/links"
+	"github.com/skfwd/skfwd/pkg/metrics"
 )
 
 func TestStandbyLinkTakesOverWhenTheCheaperDies(t *testing.T) {
@@ -106,8 +109,9 @@ func TestFlappingLinkBackWithinASecond(t *testing.T) {
 }
 
 // TestBadPeersHarmNothingElse sends the accepting site garbage: an unauthenticated
-// connection, and a malformed tunnel request on a properly authenticated tunnel. Each closes
-// only its own connection, is logged, and a connection in progress carries on.
+// connection, a malformed tunnel request on a properly authenticated tunnel, and a handshake
+// with the wrong secret. Each closes only its own connection, is logged and counted under its
+// reason, and a connection in progress carries on.
 func TestBadPeersHarmNothingElse(t *testing.T) {
 	lab := newLab(t)
 	n := twoSites(t, lab, nil)
@@ -116,6 +120,14 @@ func TestBadPeersHarmNothingElse(t *testing.T) {
 	held, _, err := netlab.Hold(a, svcAddr, timeout)
 	check(t, err)
 	defer held.Close()
+
+	// Every rejection is exported at 0 before the first one.
+	before := scrape(t, b)
+	for _, r := range metrics.HandshakeReasons {
+		checkSample(t, before, fmt.Sprintf(`skfwd_link_handshakes_rejected_total{reason=%q,site="b"}`, r), 0)
+	}
+	badRequests := `skfwd_requests_refused_total{reason="bad-request",routing_key="",site="b",source_site=""}`
+	checkSample(t, before, badRequests, 0)
 
 	linkAddr, credential, secret := linkOf(t, a.ConfigDir())
 	closedByPeer := func(c net.Conn) error {
@@ -146,6 +158,26 @@ func TestBadPeersHarmNothingElse(t *testing.T) {
 		t.Fatalf("malformed tunnel request: %v, want the tunnel closed", err)
 	}
 	c.Close()
+
+	// The right credential with the wrong secret, as a site given a stale Secret would try.
+	c, err = a.Dial(linkAddr, timeout)
+	check(t, err)
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if _, err := auth.Dial(c, "a", credential, []byte("not the secret"), auth.Control); !errors.Is(err, auth.ErrBadProof) {
+		t.Fatalf("handshake with a wrong secret: %v, want a bad proof", err)
+	}
+	c.Close()
+
+	// Each rejection counted under its reason, nothing under the others.
+	wantRejected := map[string]float64{links.RejectMalformed: 1, links.RejectBadProof: 1}
+	check(t, waitSamples(b, func(body string) error {
+		for _, r := range metrics.HandshakeReasons {
+			if err := sampleIs(body, fmt.Sprintf(`skfwd_link_handshakes_rejected_total{reason=%q,site="b"}`, r), wantRejected[r]); err != nil {
+				return err
+			}
+		}
+		return sampleIs(body, badRequests, 1)
+	}))
 
 	for _, want := range []string{"link connection rejected", "bad tunnel request"} {
 		if !logContains(b.LogPath, want) {
