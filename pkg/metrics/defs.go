@@ -70,9 +70,9 @@ const (
 // LabelHelp explains every label used, for the reference.
 var LabelHelp = map[string]string{
 	"site":        "the site whose gateway exports the series (constant on every series)",
-	"routing_key": "a Listener's or Connector's routingKey",
-	"dest_site":   "the site where the connection reaches its backend (this site for a local connector)",
-	"source_site": "the site whose listener accepted the connection",
+	"routing_key": "a Listener's or Connector's routingKey; a key another site sent that this site's configuration does not name counts as `other` (and an unreadable request as empty)",
+	"dest_site":   "the site where the connection reaches its backend (this site for a local connector); `other` for a site routing does not reach, or past 256 distinct sites",
+	"source_site": "the site whose listener accepted the connection, as its request says; `other` for a site routing does not reach, or past 256 distinct sites (empty for an unreadable request)",
 	"connector":   "a Connector's name at the destination site; empty for a remote site seen from the ingress",
 	"listener":    "a Listener's name",
 	"link":        "a Link's name (on the accepting side, the credential name, which is the same)",
@@ -80,7 +80,7 @@ var LabelHelp = map[string]string{
 	"role":        "`dialer` or `acceptor`: which end of the link this site is",
 	"pool":        "`own`: idle tunnels for this site's requests; `peer`: tunnels waiting for the peer's requests",
 	"next_hop":    "the neighbor site a route leaves through",
-	"reason":      "why an attempt failed, one of: " + joinCode(Reasons),
+	"reason":      "why an attempt failed, one of: " + joinCode(Reasons) + ", or `other` for a reason a newer peer sent",
 	"outcome":     "`ok` (both directions ended with a FIN) or `reset`",
 	"direction":   "`to_target` (client to backend) or `to_client` (backend to client)",
 	"mode":        "the data path: `userspace` (splice(2)), `sockmap` or `auto`",

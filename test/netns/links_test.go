@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/skfwd/skfwd/pkg/gateway"
 	"github.com/skfwd/skfwd/pkg/links"
 	"github.com/skfwd/skfwd/pkg/metrics"
+	"github.com/skfwd/skfwd/pkg/tunnel"
 )
 
 func TestStandbyLinkTakesOverWhenTheCheaperDies(t *testing.T) {
@@ -200,6 +202,55 @@ func TestBadPeersHarmNothingElse(t *testing.T) {
 	if len(st.Links) != 1 || st.Links[0].State != "up" {
 		t.Fatalf("link disturbed: %+v", st.Links)
 	}
+}
+
+// TestInventedRoutingKeysAddNoSeries: an authenticated peer that sends requests for routing
+// keys and source sites the accepting site never heard of is refused each time, and every
+// refusal is counted under routing_key and source_site "other": no new series per key.
+func TestInventedRoutingKeysAddNoSeries(t *testing.T) {
+	const invented = 40
+	lab := newLab(t)
+	n := twoSites(t, lab, nil)
+	a, b := n.a, n.b
+	check(t, a.WaitCandidates(converged, svc, "b"))
+	linkAddr, credential, secret := linkOf(t, a.ConfigDir())
+	for i := range invented {
+		c, err := a.Dial(linkAddr, timeout)
+		check(t, err)
+		_ = c.SetDeadline(time.Now().Add(timeout))
+		if _, err := auth.Dial(c, "a", credential, secret, auth.TunnelOut); err != nil {
+			t.Fatalf("handshake with the real credential: %v", err)
+		}
+		req, err := tunnel.Request{FlowID: uint64(i + 1), RoutingKey: fmt.Sprintf("invented-%d", i), DestSite: "b",
+			SourceSite: fmt.Sprintf("nowhere-%d", i)}.Append(nil)
+		check(t, err)
+		_, err = c.Write(req)
+		check(t, err)
+		ans, err := tunnel.ReadAnswer(c)
+		if err != nil || ans.Status != tunnel.StatusRefused || ans.Reason != tunnel.ReasonNoConnector {
+			t.Fatalf("request for an invented key: answer %+v, %v; want refused, no-connector", ans, err)
+		}
+		c.Close()
+	}
+	body := scrape(t, b)
+	if strings.Contains(body, "invented-") || strings.Contains(body, "nowhere-") {
+		t.Errorf("a routing key or site from the wire got series of its own:\n%s", grepLines(body, "invented-", "nowhere-"))
+	}
+	checkSample(t, body, `skfwd_requests_refused_total{reason="no-connector",routing_key="other",site="b",source_site="other"}`, invented)
+}
+
+// grepLines returns the lines of s that contain any of subs.
+func grepLines(s string, subs ...string) string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		for _, sub := range subs {
+			if strings.Contains(line, sub) {
+				out = append(out, line)
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 var (
