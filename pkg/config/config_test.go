@@ -637,6 +637,9 @@ func TestSettingsSet(t *testing.T) {
 		errPhrase  string // "" = must succeed
 	}{
 		{"admin-address", "off", func(s Settings) bool { return s.AdminAddress == "" }, ""},
+		{"pprof", "on", func(s Settings) bool { return s.Pprof }, ""},
+		{"pprof", "off", func(s Settings) bool { return !s.Pprof }, ""},
+		{"pprof", "yes", nil, `"yes" is not on or off`},
 		{"admin-address", "[::1]:9000", func(s Settings) bool { return s.AdminAddress == "[::1]:9000" }, ""},
 		{"admin-address", ":9000", func(s Settings) bool { return s.AdminAddress == ":9000" }, ""},
 		{"admin-address", "localhost", nil, `"localhost" is not host:port`},
@@ -712,12 +715,13 @@ func TestSettingsGetRoundTrip(t *testing.T) {
 		"promote-after":         "1s",
 		"max-promoted":          "32768",
 		"max-kernel-backlog":    "4194304",
+		"pprof":                 "off",
 	}
 	d := DefaultSettings()
 	keys := SettingKeys()
 	wantKeys := []string{"admin-address", "state-dir", "heartbeat-interval", "link-dead-time", "probe-interval",
 		"connect-timeout", "answer-timeout", "tunnel-pool-size", "first-bytes-limit", "reconnect-max-backoff",
-		"data-path", "promote-bytes", "promote-after", "max-promoted", "max-kernel-backlog"}
+		"data-path", "promote-bytes", "promote-after", "max-promoted", "max-kernel-backlog", "pprof"}
 	if !reflect.DeepEqual(keys, wantKeys) {
 		t.Fatalf("SettingKeys() = %q, want %q", keys, wantKeys)
 	}

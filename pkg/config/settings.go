@@ -18,6 +18,7 @@ var ErrUnknownSetting = errors.New("unknown setting")
 // same keys can be set from flags or SKFWD_* environment variables via Set.
 type Settings struct {
 	AdminAddress string // host:port of the admin/metrics server; "" means off
+	Pprof        bool   // serve /debug/pprof on the admin address
 	StateDir     string
 
 	HeartbeatInterval   time.Duration
@@ -132,6 +133,25 @@ var settingTable = []setting{
 	durationSetting("promote-after", func(s *Settings) *time.Duration { return &s.PromoteAfter }, 1),
 	intSetting("max-promoted", func(s *Settings) *int { return &s.MaxPromoted }, 16, 1<<20),
 	intSetting("max-kernel-backlog", func(s *Settings) *int { return &s.MaxBacklog }, 64<<10, 1<<30),
+	{
+		// Off by default: profiles show what the process is doing (and the CPU profile
+		// costs while it runs) to anyone who reaches the admin address.
+		key: "pprof",
+		set: func(s *Settings, v string) (string, string) {
+			switch v {
+			case "on", "off":
+				s.Pprof = v == "on"
+				return "", ""
+			}
+			return fmt.Sprintf("%q is not on or off", v), "use on to serve /debug/pprof on the admin address, or off"
+		},
+		get: func(s *Settings) string {
+			if s.Pprof {
+				return "on"
+			}
+			return "off"
+		},
+	},
 }
 
 func durationSetting(key string, field func(*Settings) *time.Duration, min time.Duration) setting {
