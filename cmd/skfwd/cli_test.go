@@ -73,6 +73,10 @@ func TestCheckRejectsEachBadInput(t *testing.T) {
 		{"listener on the link endpoint address", site + listener("a", "55671") +
 			doc("RouterAccess", "metadata: {name: ra}\nspec:\n  roles: [{name: inter-router, port: 55671}]\n"), "RouterAccess", "fix"},
 		{"missing routing key", site + doc("Connector", "metadata: {name: c}\nspec: {host: 127.0.0.1, port: 9000}\n"), "spec.routingKey", "fix"},
+		{"listener host not an address", site + doc("Listener", "metadata: {name: a}\nspec: {routingKey: db, host: 999.1.1.1, port: 8080}\n"), "spec.host", "fix"},
+		{"connector host not a name", site + doc("Connector", "metadata: {name: c}\nspec: {routingKey: db, host: db..local, port: 9000}\n"), "spec.host", "fix"},
+		{"empty link secret", site + strings.Replace(link("1"), "c2VjcmV0", "''", 1), "data.secret", "skfwd link generate"},
+		{"link secret under another key", site + strings.Replace(link("1"), "{secret:", "{tls.key:", 1), "data.secret", "tls.key"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -644,6 +644,8 @@ func TestSettingsSet(t *testing.T) {
 		{"admin-address", ":9000", func(s Settings) bool { return s.AdminAddress == ":9000" }, ""},
 		{"admin-address", "localhost", nil, `"localhost" is not host:port`},
 		{"admin-address", "localhost:0", nil, "not a port from 1 to 65535"},
+		{"admin-address", "999.1.1.1:9441", nil, `host "999.1.1.1" in "999.1.1.1:9441" is neither an IP address nor a valid host name`},
+		{"admin-address", "localhost:9441", func(s Settings) bool { return s.AdminAddress == "localhost:9441" }, ""},
 		{"admin-address", "", nil, "not host:port"},
 		{"state-dir", "/tmp/skfwd", func(s Settings) bool { return s.StateDir == "/tmp/skfwd" }, ""},
 		{"state-dir", "", nil, "must not be empty"},

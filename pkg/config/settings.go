@@ -194,12 +194,18 @@ func intSetting(key string, field func(*Settings) *int, min, max int) setting {
 }
 
 // checkHostPort accepts host:port with a numeric port; the host may be empty
-// (all addresses) or a name, since resolving it is not this package's job.
+// (all addresses), an IP address or a syntactically valid name, since resolving it is not
+// this package's job.
 func checkHostPort(v string) (msg, fix string) {
 	const fix0 = "use host:port such as 127.0.0.1:9441 or [::1]:9441"
-	_, port, err := net.SplitHostPort(v)
+	host, port, err := net.SplitHostPort(v)
 	if err != nil {
 		return fmt.Sprintf("%q is not host:port", v), fix0
+	}
+	if host != "" {
+		if why := hostNameProblem(host); why != "" {
+			return fmt.Sprintf("host %q in %q is neither an IP address nor a valid host name: %s", host, v, why), fix0
+		}
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 1 || n > 65535 {
