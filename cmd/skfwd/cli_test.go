@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,6 +73,10 @@ func TestCheckRejectsEachBadInput(t *testing.T) {
 		{"listener on the link endpoint address", site + listener("a", "55671") +
 			doc("RouterAccess", "metadata: {name: ra}\nspec:\n  roles: [{name: inter-router, port: 55671}]\n"), "RouterAccess", "fix"},
 		{"missing routing key", site + doc("Connector", "metadata: {name: c}\nspec: {host: 127.0.0.1, port: 9000}\n"), "spec.routingKey", "fix"},
+		{"listener host not an address", site + doc("Listener", "metadata: {name: a}\nspec: {routingKey: db, host: 999.1.1.1, port: 8080}\n"), "spec.host", "fix"},
+		{"connector host not a name", site + doc("Connector", "metadata: {name: c}\nspec: {routingKey: db, host: db..local, port: 9000}\n"), "spec.host", "fix"},
+		{"empty link secret", site + strings.Replace(link("1"), "c2VjcmV0", "''", 1), "data.secret", "skfwd link generate"},
+		{"link secret under another key", site + strings.Replace(link("1"), "{secret:", "{tls.key:", 1), "data.secret", "tls.key"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -184,35 +190,119 @@ func TestRunRefusesAPortInUse(t *testing.T) {
 	}
 }
 
+// running is a `skfwd run` started by startRun.
+type running struct {
+	stop func() (code int, stderr string) // signals SIGTERM and waits for the exit
+}
+
+// startRun runs `skfwd run -f f` with more args and the environment vars in the background
+// and waits until it is ready.
+func startRun(t *testing.T, dir, f string, vars map[string]string, args ...string) running {
+	t.Helper()
+	ready := filepath.Join(dir, "ready")
+	var errb bytes.Buffer
+	sig := make(chan chan<- os.Signal, 1)
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(env{
+			stdout: &bytes.Buffer{}, stderr: &errb,
+			getenv:  func(k string) string { return vars[k] },
+			signals: func(c chan<- os.Signal) { sig <- c },
+		}, append([]string{"run", "-f", f, "--state-dir", filepath.Join(dir, "state"), "--ready-file", ready}, args...))
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		select {
+		case code := <-exited:
+			t.Fatalf("run exited with %d before it was ready:\n%s", code, errb.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("run not ready within 10s")
+		}
+	}
+	return running{stop: func() (int, string) {
+		(<-sig) <- syscall.SIGTERM
+		code := <-exited
+		return code, errb.String()
+	}}
+}
+
 func TestRunServesUntilSignalled(t *testing.T) {
 	dir := t.TempDir()
-	ready := filepath.Join(dir, "ready")
-	f := write(t, dir, "site.yaml", site)
-	var errb bytes.Buffer
-	code := run(env{
-		stdout: &bytes.Buffer{}, stderr: &errb,
-		getenv: func(string) string { return "" },
-		signals: func(c chan<- os.Signal) {
-			go func() {
-				for {
-					if _, err := os.Stat(ready); err == nil {
-						c <- syscall.SIGTERM
-						return
-					}
-					time.Sleep(5 * time.Millisecond)
-				}
-			}()
-		},
-	}, []string{"run", "-f", f, "--state-dir", filepath.Join(dir, "state"), "--ready-file", ready})
+	r := startRun(t, dir, write(t, dir, "site.yaml", site), nil)
+	code, stderr := r.stop()
 	if code != exitOK {
-		t.Fatalf("exit %d\n%s", code, errb.String())
+		t.Fatalf("exit %d\n%s", code, stderr)
 	}
-	if _, err := os.Stat(ready); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dir, "ready")); !os.IsNotExist(err) {
 		t.Error("ready file left behind")
 	}
-	if !strings.Contains(errb.String(), "stopped") {
-		t.Errorf("no stop logged:\n%s", errb.String())
+	if !strings.Contains(stderr, "stopped") {
+		t.Errorf("no stop logged:\n%s", stderr)
 	}
+}
+
+// TestPprofOnlyWhenOn: /debug/pprof/ on the admin address is 404 by default and served when
+// the pprof setting is on, from the Site, a flag or the environment.
+func TestPprofOnlyWhenOn(t *testing.T) {
+	siteWith := func(settings string) string {
+		return "apiVersion: skupper.io/v2alpha1\nkind: Site\nmetadata: {name: west}\nspec:\n  settings: {" + settings + "}\n"
+	}
+	cases := []struct {
+		name     string
+		settings string
+		vars     map[string]string
+		flags    []string
+		want     int
+	}{
+		{name: "default", want: 404},
+		{name: "site setting", settings: `pprof: "on"`, want: 200},
+		{name: "flag", flags: []string{"--pprof", "on"}, want: 200},
+		{name: "environment", vars: map[string]string{"SKFWD_PPROF": "on"}, want: 200},
+		{name: "flag off wins over the site", settings: `pprof: "on"`, flags: []string{"--pprof", "off"}, want: 404},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			admin := freeAddr(t)
+			r := startRun(t, dir, write(t, dir, "site.yaml", siteWith(tc.settings)), tc.vars, append([]string{"--admin-address", admin}, tc.flags...)...)
+			defer r.stop()
+			if code, body := get(t, "http://"+admin+"/debug/pprof/"); code != tc.want || (code == 200 && !strings.Contains(body, "goroutine")) {
+				t.Errorf("GET /debug/pprof/: %d, want %d\n%.300s", code, tc.want, body)
+			}
+			if code, _ := get(t, "http://"+admin+"/debug/pprof/goroutine?debug=1"); code != tc.want {
+				t.Errorf("GET /debug/pprof/goroutine: %d, want %d", code, tc.want)
+			}
+			if code, _ := get(t, "http://"+admin+"/metrics"); code != 200 {
+				t.Errorf("GET /metrics: %d, want 200 either way", code)
+			}
+		})
+	}
+}
+
+// freeAddr returns a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 func TestUsageAndVersion(t *testing.T) {

@@ -347,6 +347,17 @@ func (s *Site) Listen(addr string) (*net.TCPListener, error) {
 // Status fetches the site gateway's status from its admin address.
 func (s *Site) Status() (gateway.Status, error) {
 	var st gateway.Status
+	resp, err := s.AdminGet("/status")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// AdminGet fetches path from the site gateway's admin address, from inside its namespace.
+// The caller closes the body.
+func (s *Site) AdminGet(path string) (*http.Response, error) {
 	client := http.Client{
 		Timeout: 3 * time.Second,
 		Transport: &http.Transport{
@@ -356,12 +367,7 @@ func (s *Site) Status() (gateway.Status, error) {
 			},
 		},
 	}
-	resp, err := client.Get("http://" + s.AdminAddress() + "/status")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	return client.Get("http://" + s.AdminAddress() + path)
 }
 
 // WaitFor polls the site's status until cond holds or timeout passes.

@@ -174,6 +174,11 @@ func Accept(rw io.ReadWriter, self string, lookup Lookup) (Peer, error) {
 	}
 	var proof [macSize]byte
 	if _, err := io.ReadFull(rw, proof[:]); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			// A dialer checks our proof first and hangs up, without a proof of its own, when
+			// it does not verify under its secret: the secrets differ.
+			return peer, fmt.Errorf("site %q with credential %q closed instead of sending a proof: %w", site, credential, ErrBadProof)
+		}
 		return peer, fmt.Errorf("read proof: %w", err)
 	}
 	if !hmac.Equal(proof[:], t.mac(secret, "dialer")) {

@@ -90,6 +90,10 @@ type Connector struct {
 // Address is the backend's host:port.
 func (c Connector) Address() string { return joinHostPort(c.Host, c.Port) }
 
+// SecretKey is the key in a link's Secret that holds the shared secret, as `skfwd link
+// generate` prints it.
+const SecretKey = "secret"
+
 // Secret holds link credentials; Data is already base64-decoded.
 type Secret struct {
 	Name   string

@@ -74,7 +74,7 @@ func TestLoadDirectory(t *testing.T) {
 		Secrets: map[string]Secret{
 			"to-east": {
 				Name:   "to-east",
-				Data:   map[string][]byte{"tls.key": []byte("plain-key")},
+				Data:   map[string][]byte{"secret": []byte("plain-key")},
 				Origin: Origin{File: links, Doc: 3, Line: 17},
 			},
 		},
@@ -152,12 +152,12 @@ func TestParseProblems(t *testing.T) {
 		{
 			name:  "secret with skupper apiVersion",
 			input: "apiVersion: skupper.io/v2alpha1\nkind: Secret\nmetadata: {name: s}\n",
-			want:  []wantProblem{{file: "in.yaml", doc: 1, kind: "Secret", name: "s", field: "apiVersion", phrase: "use apiVersion: v1"}},
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 1, kind: "Secret", name: "s", field: "apiVersion", phrase: "use apiVersion: v1"}},
 		},
 		{
 			name:  "missing apiVersion",
 			input: "kind: Connector\nmetadata: {name: db}\nspec: {routingKey: db, host: db.local, port: 5432}\n",
-			want:  []wantProblem{{file: "in.yaml", doc: 1, kind: "Connector", name: "db", field: "apiVersion", phrase: "required"}},
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 1, kind: "Connector", name: "db", field: "apiVersion", phrase: "required"}},
 		},
 		{
 			name:  "document is not a mapping",
@@ -182,7 +182,7 @@ func TestParseProblems(t *testing.T) {
 		{
 			name:  "missing name",
 			input: "apiVersion: skupper.io/v2alpha1\nkind: Connector\nspec: {routingKey: db, host: db.local, port: 5432}\n",
-			want:  []wantProblem{{file: "in.yaml", doc: 1, kind: "Connector", field: "metadata.name", phrase: "required field is missing"}},
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 1, kind: "Connector", field: "metadata.name", phrase: "required field is missing"}},
 		},
 		{
 			name:  "bad name",
@@ -192,13 +192,13 @@ func TestParseProblems(t *testing.T) {
 		{
 			name:  "name too long",
 			input: "apiVersion: skupper.io/v2alpha1\nkind: Connector\nmetadata: {name: " + strings.Repeat("a", 64) + "}\nspec: {routingKey: db, host: db.local, port: 5432}\n",
-			want:  []wantProblem{{file: "in.yaml", doc: 1, kind: "Connector", name: strings.Repeat("a", 64), field: "metadata.name", phrase: "1 to 63"}},
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 3, kind: "Connector", name: strings.Repeat("a", 64), field: "metadata.name", phrase: "1 to 63"}},
 		},
 		{
 			name:   "site name with a dot",
 			noSite: true,
 			input:  "apiVersion: skupper.io/v2alpha1\nkind: Site\nmetadata: {name: west.eu}\n",
-			want:   []wantProblem{{file: "in.yaml", doc: 1, kind: "Site", name: "west.eu", field: "metadata.name", phrase: "identity in the network"}},
+			want:   []wantProblem{{file: "in.yaml", doc: 1, line: 3, kind: "Site", name: "west.eu", field: "metadata.name", phrase: "identity in the network"}},
 		},
 		{
 			name: "duplicate names within a kind",
@@ -255,17 +255,17 @@ func TestParseProblems(t *testing.T) {
 		{
 			name:  "link cost negative",
 			input: linkWith("cost: -3"),
-			want:  []wantProblem{{file: "in.yaml", doc: 1, kind: "Link", name: "l", field: "spec.cost", phrase: "-3 is less than 1"}},
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 5, kind: "Link", name: "l", field: "spec.cost", phrase: "-3 is less than 1"}},
 		},
 		{
 			name:  "link cost fractional",
 			input: linkWith("cost: 1.5"),
-			want:  []wantProblem{{file: "in.yaml", doc: 1, kind: "Link", name: "l", field: "spec.cost", phrase: `"1.5" is not an integer`}},
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 5, kind: "Link", name: "l", field: "spec.cost", phrase: `"1.5" is not an integer`}},
 		},
 		{
 			name:  "link cost not a number",
 			input: linkWith("cost: abc"),
-			want:  []wantProblem{{file: "in.yaml", doc: 1, kind: "Link", name: "l", field: "spec.cost", phrase: `"abc" is not an integer`}},
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 5, kind: "Link", name: "l", field: "spec.cost", phrase: `"abc" is not an integer`}},
 		},
 		{
 			name:  "link secret missing",
@@ -304,17 +304,17 @@ func TestParseProblems(t *testing.T) {
 		{
 			name:  "listener host with port",
 			input: "apiVersion: skupper.io/v2alpha1\nkind: Listener\nmetadata: {name: db}\nspec: {routingKey: db, host: '0.0.0.0:5432', port: 5432}\n",
-			want:  []wantProblem{{file: "in.yaml", doc: 1, kind: "Listener", name: "db", field: "spec.host", phrase: "port goes in its own field"}},
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 4, kind: "Listener", name: "db", field: "spec.host", phrase: "port goes in its own field"}},
 		},
 		{
 			name:  "routing key with a space",
 			input: "apiVersion: skupper.io/v2alpha1\nkind: Listener\nmetadata: {name: db}\nspec: {routingKey: 'my db', host: 0.0.0.0, port: 5432}\n",
-			want:  []wantProblem{{file: "in.yaml", doc: 1, kind: "Listener", name: "db", field: "spec.routingKey", phrase: "printable ASCII"}},
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 4, kind: "Listener", name: "db", field: "spec.routingKey", phrase: "printable ASCII"}},
 		},
 		{
 			name:  "routing key too long",
 			input: "apiVersion: skupper.io/v2alpha1\nkind: Connector\nmetadata: {name: db}\nspec: {routingKey: " + strings.Repeat("k", 201) + ", host: db.local, port: 5432}\n",
-			want:  []wantProblem{{file: "in.yaml", doc: 1, kind: "Connector", name: "db", field: "spec.routingKey", phrase: "is 201 bytes long"}},
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 4, kind: "Connector", name: "db", field: "spec.routingKey", phrase: "is 201 bytes long"}},
 		},
 		{
 			name:  "connector with selector",
@@ -324,7 +324,7 @@ func TestParseProblems(t *testing.T) {
 		{
 			name:  "connector port not a number",
 			input: "apiVersion: skupper.io/v2alpha1\nkind: Connector\nmetadata: {name: backend}\nspec: {routingKey: backend, host: db.local, port: http}\n",
-			want:  []wantProblem{{file: "in.yaml", doc: 1, kind: "Connector", name: "backend", field: "spec.port", phrase: `"http" is not an integer`}},
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 4, kind: "Connector", name: "backend", field: "spec.port", phrase: `"http" is not an integer`}},
 		},
 		{
 			name:  "bad base64",
@@ -339,12 +339,12 @@ func TestParseProblems(t *testing.T) {
 		{
 			name:  "wildcard listener overlaps a specific one",
 			input: listener("a", "10.0.0.1", 80) + "---\n" + listener("b", "::", 80),
-			want:  []wantProblem{{file: "in.yaml", doc: 2, kind: "Listener", name: "b", field: "spec.port", phrase: `already used by Listener "a"`}},
+			want:  []wantProblem{{file: "in.yaml", doc: 2, line: 9, kind: "Listener", name: "b", field: "spec.port", phrase: `already used by Listener "a"`}},
 		},
 		{
 			name:  "listener on the router access address",
 			input: "apiVersion: skupper.io/v2alpha1\nkind: RouterAccess\nmetadata: {name: ra}\nspec:\n  roles: [{name: inter-router}]\n---\n" + listener("a", "10.0.0.1", 55671),
-			want:  []wantProblem{{file: "in.yaml", doc: 2, kind: "Listener", name: "a", field: "spec.port", phrase: `already used by RouterAccess "ra"`}},
+			want:  []wantProblem{{file: "in.yaml", doc: 2, line: 10, kind: "Listener", name: "a", field: "spec.port", phrase: `already used by RouterAccess "ra"`}},
 		},
 		{
 			name:  "router access on the admin address",
@@ -354,7 +354,86 @@ func TestParseProblems(t *testing.T) {
 		{
 			name:  "listener on the admin address",
 			input: listener("a", "0.0.0.0", 9441),
-			want:  []wantProblem{{file: "in.yaml", doc: 1, kind: "Listener", name: "a", field: "spec.port", phrase: "admin-address"}},
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 4, kind: "Listener", name: "a", field: "spec.port", phrase: "admin-address"}},
+		},
+		{
+			name:  "link secret empty",
+			input: linkWithSecret("data:\n  secret: ''\n"),
+			want:  []wantProblem{{file: "in.yaml", doc: 2, line: 12, kind: "Secret", name: "s", field: "data.secret", phrase: "the link secret is empty"}},
+		},
+		{
+			name:  "link secret empty in stringData",
+			input: linkWithSecret("stringData:\n  secret: ''\n"),
+			want:  []wantProblem{{file: "in.yaml", doc: 2, line: 12, kind: "Secret", name: "s", field: "stringData.secret", phrase: "skfwd link generate"}},
+		},
+		{
+			name:  "link secret under another key",
+			input: linkWithSecret("type: kubernetes.io/tls\ndata:\n  tls.key: c2VjcmV0\n"),
+			want:  []wantProblem{{file: "in.yaml", doc: 2, line: 13, kind: "Secret", name: "s", field: "data.secret", phrase: "the Secret has data.tls.key"}},
+		},
+		{
+			name:  "link secret without data",
+			input: linkWithSecret("type: Opaque\n"),
+			want:  []wantProblem{{file: "in.yaml", doc: 2, line: 8, kind: "Secret", name: "s", field: "data.secret", phrase: "the Secret has no data"}},
+		},
+		{
+			name:  "secret no link names may hold anything",
+			input: "apiVersion: v1\nkind: Secret\nmetadata: {name: other}\ndata: {tls.crt: c2VjcmV0}\n",
+		},
+		{
+			name:  "listener host out of range",
+			input: listener("a", "999.1.1.1", 80),
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 4, kind: "Listener", name: "a", field: "spec.host", phrase: "each of its four numbers must be from 0 to 255"}},
+		},
+		{
+			name:  "listener host with three numbers",
+			input: listener("a", "10.0.1", 80),
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 4, kind: "Listener", name: "a", field: "spec.host", phrase: "an IP address of this host"}},
+		},
+		{
+			name:  "connector host out of range",
+			input: connector("db", "10.0.0.256"),
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 4, kind: "Connector", name: "db", field: "spec.host", phrase: "four numbers from 0 to 255"}},
+		},
+		{
+			name:  "connector host with an empty label",
+			input: connector("db", "db..local"),
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 4, kind: "Connector", name: "db", field: "spec.host", phrase: "empty label"}},
+		},
+		{
+			name:  "connector host label starting with a dash",
+			input: connector("db", "-db.local"),
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 4, kind: "Connector", name: "db", field: "spec.host", phrase: `label "-db" starts or ends with '-'`}},
+		},
+		{
+			name:  "connector host with an underscore",
+			input: connector("db", "my_db"),
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 4, kind: "Connector", name: "db", field: "spec.host", phrase: `contains '_'`}},
+		},
+		{
+			name:  "connector host label too long",
+			input: connector("db", strings.Repeat("d", 64)+".local"),
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 4, kind: "Connector", name: "db", field: "spec.host", phrase: "longer than 63 characters"}},
+		},
+		{
+			name:  "connector host name too long",
+			input: connector("db", strings.Repeat(strings.Repeat("d", 63)+".", 4)+"local"),
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 4, kind: "Connector", name: "db", field: "spec.host", phrase: "longer than 253 characters"}},
+		},
+		{
+			name:  "link endpoint host out of range",
+			input: "apiVersion: skupper.io/v2alpha1\nkind: Link\nmetadata: {name: l}\nspec:\n  tlsCredentials: s\n  endpoints:\n  - host: 256.256.256.256\n    port: 55671\n" + secretS,
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 7, kind: "Link", name: "l", field: "spec.endpoints[0].host", phrase: "four numbers from 0 to 255"}},
+		},
+		{
+			name:  "router access bind host out of range",
+			input: "apiVersion: skupper.io/v2alpha1\nkind: RouterAccess\nmetadata: {name: ra}\nspec:\n  bindHost: 300.0.0.1\n  roles: [{name: inter-router}]\n",
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 5, kind: "RouterAccess", name: "ra", field: "spec.bindHost", phrase: "0.0.0.0 or :: for all"}},
+		},
+		{
+			name: "hosts that are names or addresses",
+			input: connector("a", "db.example.com.") + "---\n" + connector("b", "localhost") + "---\n" + connector("c", "::1") +
+				"---\n" + connector("d", "10.0.0.1") + "---\n" + connector("e", "3com.example") + "---\n" + listener("f", "fe80::1", 80),
 		},
 		{
 			name:  "different ports do not conflict",
@@ -364,6 +443,22 @@ func TestParseProblems(t *testing.T) {
 			name:  "different hosts do not conflict",
 			input: listener("a", "10.0.0.1", 80) + "---\n" + listener("b", "10.0.0.2", 80),
 		},
+	}
+	// Every problem of a file names its line, so editors can jump to it; the table holds the
+	// malformed configurations skfwd check must catch, each with its line and a fix.
+	malformed := 0
+	for _, tt := range tests {
+		if len(tt.want) > 0 {
+			malformed++
+		}
+		for _, w := range tt.want {
+			if w.file != "" && w.line == 0 {
+				t.Errorf("case %q: want a line for the problem in %s", tt.name, w.file)
+			}
+		}
+	}
+	if malformed < 30 {
+		t.Errorf("%d malformed configurations in the table, want at least 30", malformed)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -470,7 +565,7 @@ apiVersion: v1
 kind: Secret
 metadata: {name: s}
 type: Opaque
-stringData: {k: v}
+stringData: {secret: v}
 `
 	cfg, err := Parse([]File{siteFile, {Name: "w.yaml", Data: []byte(input)}})
 	if err != nil {
@@ -542,10 +637,15 @@ func TestSettingsSet(t *testing.T) {
 		errPhrase  string // "" = must succeed
 	}{
 		{"admin-address", "off", func(s Settings) bool { return s.AdminAddress == "" }, ""},
+		{"pprof", "on", func(s Settings) bool { return s.Pprof }, ""},
+		{"pprof", "off", func(s Settings) bool { return !s.Pprof }, ""},
+		{"pprof", "yes", nil, `"yes" is not on or off`},
 		{"admin-address", "[::1]:9000", func(s Settings) bool { return s.AdminAddress == "[::1]:9000" }, ""},
 		{"admin-address", ":9000", func(s Settings) bool { return s.AdminAddress == ":9000" }, ""},
 		{"admin-address", "localhost", nil, `"localhost" is not host:port`},
 		{"admin-address", "localhost:0", nil, "not a port from 1 to 65535"},
+		{"admin-address", "999.1.1.1:9441", nil, `host "999.1.1.1" in "999.1.1.1:9441" is neither an IP address nor a valid host name`},
+		{"admin-address", "localhost:9441", func(s Settings) bool { return s.AdminAddress == "localhost:9441" }, ""},
 		{"admin-address", "", nil, "not host:port"},
 		{"state-dir", "/tmp/skfwd", func(s Settings) bool { return s.StateDir == "/tmp/skfwd" }, ""},
 		{"state-dir", "", nil, "must not be empty"},
@@ -617,12 +717,13 @@ func TestSettingsGetRoundTrip(t *testing.T) {
 		"promote-after":         "1s",
 		"max-promoted":          "32768",
 		"max-kernel-backlog":    "4194304",
+		"pprof":                 "off",
 	}
 	d := DefaultSettings()
 	keys := SettingKeys()
 	wantKeys := []string{"admin-address", "state-dir", "heartbeat-interval", "link-dead-time", "probe-interval",
 		"connect-timeout", "answer-timeout", "tunnel-pool-size", "first-bytes-limit", "reconnect-max-backoff",
-		"data-path", "promote-bytes", "promote-after", "max-promoted", "max-kernel-backlog"}
+		"data-path", "promote-bytes", "promote-after", "max-promoted", "max-kernel-backlog", "pprof"}
 	if !reflect.DeepEqual(keys, wantKeys) {
 		t.Fatalf("SettingKeys() = %q, want %q", keys, wantKeys)
 	}
@@ -653,12 +754,25 @@ func TestSettingsGetRoundTrip(t *testing.T) {
 	}
 }
 
-const secretS = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {k: v}\n"
+const secretS = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {secret: v}\n"
 
 // linkWith is a valid Link (plus its Secret) with line 5 replaced by extra.
 func linkWith(extra string) string {
 	return "apiVersion: skupper.io/v2alpha1\nkind: Link\nmetadata: {name: l}\nspec:\n  " + extra +
 		"\n  tlsCredentials: s\n  endpoints: [{host: east, port: 55671}]\n" + secretS
+}
+
+// linkWithSecret is a valid Link whose Secret "s" (document 2, from line 8) has the given
+// fields after its metadata, from line 11.
+func linkWithSecret(fields string) string {
+	return "apiVersion: skupper.io/v2alpha1\nkind: Link\nmetadata: {name: l}\nspec:\n  tlsCredentials: s\n  endpoints: [{host: east, port: 55671}]\n" +
+		"---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n" + fields
+}
+
+// connector is a four-line Connector document.
+func connector(name, host string) string {
+	return "apiVersion: skupper.io/v2alpha1\nkind: Connector\nmetadata: {name: " + name +
+		"}\nspec: {routingKey: k, host: '" + host + "', port: 5432}\n"
 }
 
 // listener is a four-line Listener document.

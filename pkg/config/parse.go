@@ -44,8 +44,9 @@ var (
 // finds, each a *Problem, joined with errors.Join; on error the Config is nil.
 func Parse(files []File) (*Config, error) {
 	p := &parser{
-		cfg:   &Config{Secrets: map[string]Secret{}},
-		names: map[string]map[string]Origin{},
+		cfg:        &Config{Secrets: map[string]Secret{}},
+		names:      map[string]map[string]Origin{},
+		secretKeys: map[string]secretDoc{},
 	}
 	for _, f := range files {
 		p.parseFile(f)
@@ -64,6 +65,16 @@ type parser struct {
 	names    map[string]map[string]Origin // kind -> name -> first definition
 	binds    []bind
 	creds    []credRef
+	// secretKeys holds, per Secret name (the first definition), the key nodes of its data
+	// and stringData, so a Link's Secret can be checked where the user wrote it.
+	secretKeys map[string]secretDoc
+}
+
+// secretDoc is where a Secret was written: its document, and the node of each data key.
+type secretDoc struct {
+	where *Problem // Msg and Fix unset
+	keys  map[string]*yaml.Node
+	order []string
 }
 
 // bind is an address something in the config listens on.
@@ -456,6 +467,7 @@ func (d *docCtx) connector(top *object) {
 
 func (d *docCtx) secret(top *object) {
 	s := Secret{Name: d.name, Data: map[string][]byte{}, Origin: d.origin()}
+	sd := secretDoc{where: d.at(d.root, ""), keys: map[string]*yaml.Node{}}
 	// Standard Secret fields with no meaning for link credentials.
 	top.get("type")
 	top.get("immutable")
@@ -473,16 +485,26 @@ func (d *docCtx) secret(top *object) {
 			continue
 		}
 		s.Data[key] = b
+		sd.add("data."+key, data.keys[key])
 	}
 	plain := d.object(top.get("stringData"), "stringData")
 	for _, key := range plain.order {
 		if v, _, ok := d.scalar(plain, key); ok {
 			s.Data[key] = []byte(v) // stringData wins, as in Kubernetes
+			sd.add("stringData."+key, plain.keys[key])
 		}
 	}
 	if _, dup := d.p.cfg.Secrets[s.Name]; !dup && s.Name != "" {
 		d.p.cfg.Secrets[s.Name] = s
+		d.p.secretKeys[s.Name] = sd
 	}
+}
+
+func (sd *secretDoc) add(field string, n *yaml.Node) {
+	if _, seen := sd.keys[field]; !seen {
+		sd.order = append(sd.order, field)
+	}
+	sd.keys[field] = n
 }
 
 func (d *docCtx) routingKey(spec *object) string {
@@ -504,9 +526,9 @@ func (d *docCtx) routingKey(spec *object) string {
 	return key
 }
 
-// checkHost catches a port or brackets pasted into a host field, which would
-// otherwise fail much later as a confusing bind or dial error. A colon is
-// only valid inside an IPv6 literal.
+// checkHost catches what is neither an IP address nor a host name: a port or brackets pasted
+// into a host field, or an address such as 999.1.1.1, which would otherwise fail much later as
+// a confusing bind or dial error. Names are checked for syntax only (no lookup: config is pure).
 func (d *docCtx) checkHost(n *yaml.Node, field, host string, bindable bool) bool {
 	if strings.ContainsAny(host, " \t\n[]/") || (strings.Contains(host, ":") && net.ParseIP(host) == nil) {
 		fix := "write only the host name or IP address here (the port goes in its own field)"
@@ -516,7 +538,68 @@ func (d *docCtx) checkHost(n *yaml.Node, field, host string, bindable bool) bool
 		d.problem(n, field, fmt.Sprintf("%q is not a host", host), fix)
 		return false
 	}
+	if why := hostNameProblem(host); why != "" {
+		fix := "use an IPv4 address (four numbers from 0 to 255), an IPv6 address, or a DNS name: labels of 1 to 63 letters, digits and '-', separated by dots"
+		if bindable {
+			fix = "use an IP address of this host (0.0.0.0 or :: for all), or a DNS name that resolves to one"
+		}
+		d.problem(n, field, fmt.Sprintf("%q is neither an IP address nor a valid host name: %s", host, why), fix)
+		return false
+	}
 	return true
+}
+
+// maxHostNameLen is a DNS name's limit in text form (RFC 1035 section 2.3.4, less the root).
+const maxHostNameLen = 253
+
+// hostNameProblem says why host is neither an IP address nor a host name as RFC 1123 allows
+// (labels of letters, digits and '-', 1 to 63 long, not starting or ending with '-'; a last
+// label not all digits, so that 999.1.1.1 or 10.0.0 is not taken for a name), or "".
+func hostNameProblem(host string) string {
+	if net.ParseIP(host) != nil {
+		return ""
+	}
+	name := strings.TrimSuffix(host, ".") // a fully qualified name may end with the root
+	if len(name) > maxHostNameLen {
+		return fmt.Sprintf("longer than %d characters", maxHostNameLen)
+	}
+	labels := strings.Split(name, ".")
+	for _, l := range labels {
+		if why := labelProblem(l); why != "" {
+			return why
+		}
+	}
+	if allDigits(labels[len(labels)-1]) {
+		return "it looks like an IPv4 address, and each of its four numbers must be from 0 to 255"
+	}
+	return ""
+}
+
+func labelProblem(l string) string {
+	switch {
+	case l == "":
+		return "it has an empty label (two dots in a row, or a dot at the start)"
+	case len(l) > maxNameLen:
+		return fmt.Sprintf("label %q is longer than %d characters", l, maxNameLen)
+	case l[0] == '-' || l[len(l)-1] == '-':
+		return fmt.Sprintf("label %q starts or ends with '-'", l)
+	}
+	for i := 0; i < len(l); i++ {
+		c := l[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return fmt.Sprintf("label %q contains %q", l, c)
+		}
+	}
+	return ""
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // object is a YAML mapping whose keys are marked as they are read, so that
@@ -677,13 +760,52 @@ func (p *parser) crossCheck(files []File) {
 		p.cfg.Site = p.sites[0]
 	}
 	p.checkBinds()
+	checked := map[string]bool{}
 	for _, c := range p.creds {
 		if _, ok := p.cfg.Secrets[c.secret]; !ok {
 			c.where.Msg = fmt.Sprintf("Secret %q is not in the configuration", c.secret)
 			c.where.Fix = "add the Secret printed by `skfwd link generate` next to this Link"
 			p.add(c.where)
+			continue
+		}
+		if !checked[c.secret] {
+			checked[c.secret] = true
+			p.checkLinkSecret(c.secret)
 		}
 	}
+}
+
+// checkLinkSecret reports a Secret named by a Link that holds no usable link secret: the
+// dialer would present an empty secret and every handshake would fail as a bad proof. Other
+// Secrets are not ours to judge.
+func (p *parser) checkLinkSecret(name string) {
+	const regenerate = "paste the Secret printed by `skfwd link generate` on the peer site (run it again for a new credential)"
+	sd := p.secretKeys[name]
+	field := "data." + SecretKey
+	value, ok := p.cfg.Secrets[name].Data[SecretKey]
+	if ok && len(value) > 0 {
+		return
+	}
+	pr := *sd.where
+	pr.Field = field
+	switch {
+	case ok:
+		if sd.keys[field] == nil {
+			field = "stringData." + SecretKey
+			pr.Field = field
+		}
+		pr.Line = sd.keys[field].Line
+		pr.Msg = "the link secret is empty"
+		pr.Fix = regenerate
+	case len(sd.order) > 0:
+		pr.Line = sd.keys[sd.order[0]].Line
+		pr.Msg = fmt.Sprintf("no key %q, which holds the link secret; the Secret has %s", SecretKey, strings.Join(sd.order, ", "))
+		pr.Fix = fmt.Sprintf("put the link secret under data.%s (base64) or stringData.%s; %s", SecretKey, SecretKey, regenerate)
+	default:
+		pr.Msg = fmt.Sprintf("no key %q, which holds the link secret; the Secret has no data", SecretKey)
+		pr.Fix = regenerate
+	}
+	p.add(&pr)
 }
 
 func (p *parser) checkSites(files []File) {

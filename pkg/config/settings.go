@@ -18,6 +18,7 @@ var ErrUnknownSetting = errors.New("unknown setting")
 // same keys can be set from flags or SKFWD_* environment variables via Set.
 type Settings struct {
 	AdminAddress string // host:port of the admin/metrics server; "" means off
+	Pprof        bool   // serve /debug/pprof on the admin address
 	StateDir     string
 
 	HeartbeatInterval   time.Duration
@@ -132,6 +133,25 @@ var settingTable = []setting{
 	durationSetting("promote-after", func(s *Settings) *time.Duration { return &s.PromoteAfter }, 1),
 	intSetting("max-promoted", func(s *Settings) *int { return &s.MaxPromoted }, 16, 1<<20),
 	intSetting("max-kernel-backlog", func(s *Settings) *int { return &s.MaxBacklog }, 64<<10, 1<<30),
+	{
+		// Off by default: profiles show what the process is doing (and the CPU profile
+		// costs while it runs) to anyone who reaches the admin address.
+		key: "pprof",
+		set: func(s *Settings, v string) (string, string) {
+			switch v {
+			case "on", "off":
+				s.Pprof = v == "on"
+				return "", ""
+			}
+			return fmt.Sprintf("%q is not on or off", v), "use on to serve /debug/pprof on the admin address, or off"
+		},
+		get: func(s *Settings) string {
+			if s.Pprof {
+				return "on"
+			}
+			return "off"
+		},
+	},
 }
 
 func durationSetting(key string, field func(*Settings) *time.Duration, min time.Duration) setting {
@@ -174,12 +194,18 @@ func intSetting(key string, field func(*Settings) *int, min, max int) setting {
 }
 
 // checkHostPort accepts host:port with a numeric port; the host may be empty
-// (all addresses) or a name, since resolving it is not this package's job.
+// (all addresses), an IP address or a syntactically valid name, since resolving it is not
+// this package's job.
 func checkHostPort(v string) (msg, fix string) {
 	const fix0 = "use host:port such as 127.0.0.1:9441 or [::1]:9441"
-	_, port, err := net.SplitHostPort(v)
+	host, port, err := net.SplitHostPort(v)
 	if err != nil {
 		return fmt.Sprintf("%q is not host:port", v), fix0
+	}
+	if host != "" {
+		if why := hostNameProblem(host); why != "" {
+			return fmt.Sprintf("host %q in %q is neither an IP address nor a valid host name: %s", host, v, why), fix0
+		}
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 1 || n > 65535 {

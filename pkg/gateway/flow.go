@@ -386,11 +386,15 @@ func (g *Gateway) serveTunnel(t *links.Tunnel) {
 	_ = t.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	req, err := tunnel.ReadRequest(t.Conn)
 	if err != nil {
-		g.log.Warn("bad tunnel request, tunnel closed", "link", t.Link, "peer", t.Peer, "err", err)
-		datapath.Abort(t.Conn)
+		// Only this tunnel is lost. The answer says why, so a peer of another version does
+		// not take it for a failed backend.
+		g.metrics.BadRequest()
+		g.badLog.Warn(tunnel.ReasonBadRequest.String(), "bad tunnel request, tunnel closed", "link", t.Link, "peer", t.Peer, "err", err)
+		g.refuse(t.Conn, tunnel.ReasonBadRequest, "unreadable request")
 		return
 	}
-	g.log.Warn("request on a tunnel refused: this version carries connections as streams", "link", t.Link, "peer", t.Peer, "routing_key", req.RoutingKey)
+	g.metrics.BadRequest()
+	g.badLog.Warn(tunnel.ReasonBadRequest.String(), "request on a tunnel refused: this version carries connections as streams", "link", t.Link, "peer", t.Peer, "routing_key", req.RoutingKey)
 	g.refuse(t.Conn, tunnel.ReasonBadRequest, "connections travel as streams on the link connection")
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/skfwd/skfwd/pkg/datapath"
 	"github.com/skfwd/skfwd/pkg/links"
 	"github.com/skfwd/skfwd/pkg/metrics"
+	"github.com/skfwd/skfwd/pkg/ratelog"
 	"github.com/skfwd/skfwd/pkg/statedir"
 )
 
@@ -39,6 +40,7 @@ type Gateway struct {
 	settings config.Settings
 	self     string
 	log      *slog.Logger
+	badLog   *ratelog.Logger // bad requests from neighbors: a flood must not flood the log
 	path     datapath.Path
 	pathNote string
 	state    *statedir.Dir
@@ -76,7 +78,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 	}
 	s := cfg.Site.Settings
 	g = &Gateway{
-		cfg: cfg, settings: s, self: cfg.Site.Name, log: opts.Log, path: opts.Path, pathNote: opts.PathNote, open: opts.Counts, metrics: opts.Metrics,
+		cfg: cfg, settings: s, self: cfg.Site.Name, log: opts.Log, badLog: ratelog.New(opts.Log, time.Second), path: opts.Path, pathNote: opts.PathNote, open: opts.Counts, metrics: opts.Metrics,
 		connectors: map[string][]*connector{},
 		active:     map[*net.TCPConn]struct{}{},
 	}
@@ -177,7 +179,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 }
 
 // SecretKey is the key in a link's Secret that holds the shared secret.
-const SecretKey = "secret"
+const SecretKey = config.SecretKey
 
 func (g *Gateway) goRun(f func()) {
 	g.wg.Add(1)

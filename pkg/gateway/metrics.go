@@ -19,6 +19,14 @@ func (g *Gateway) watchMetrics() {
 		keys = append(keys, l.cfg.RoutingKey)
 	}
 	g.metrics.ListenerKeys(keys)
+	// Requests from other sites name routing keys and sites of their own choosing: only those
+	// this site's configuration and routing know get series of their own.
+	for key := range g.connectors {
+		keys = append(keys, key)
+	}
+	g.metrics.SetBounds(keys, func(site string) bool {
+		return site == g.self || g.links.Routes().Reachable(site)
+	})
 	var kernel metrics.KernelSource
 	if k, ok := g.path.(*datapath.Kernel); ok {
 		kernel = kernelSource{k}

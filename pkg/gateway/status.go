@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"runtime"
 	"sort"
 	"sync/atomic"
@@ -158,7 +159,19 @@ func (g *Gateway) Status() Status {
 	return st
 }
 
-// serveAdmin serves the admin endpoints: /status (JSON), /metrics (Prometheus) and /readyz.
+// handlePprof adds Go's profiles under /debug/pprof/ to mux. They are registered here, not
+// through net/http/pprof's init on http.DefaultServeMux, so that they exist only on the admin
+// server and only when the pprof setting is on.
+func handlePprof(mux *http.ServeMux) {
+	mux.HandleFunc("/debug/pprof/", pprof.Index) // also serves every named profile (heap, goroutine, ...)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+}
+
+// serveAdmin serves the admin endpoints: /status (JSON), /metrics (Prometheus), /readyz and,
+// with the pprof setting on, /debug/pprof/.
 func (g *Gateway) serveAdmin() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
@@ -173,6 +186,9 @@ func (g *Gateway) serveAdmin() {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	if g.settings.Pprof {
+		handlePprof(mux)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-g.ctx.Done()

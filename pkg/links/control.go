@@ -7,15 +7,15 @@ import (
 	"io"
 )
 
-// The control connection of a link carries small framed messages: a 4-byte big-endian length,
-// a 1-byte type, then a JSON payload. The rate is a few messages a second, so clarity wins over
+// A link's control messages: a 4-byte big-endian length, a 1-byte type, then a JSON payload.
+// The hellos cross the link connection as they are, before it becomes a multiplexed session;
+// later messages travel inside the session's link frames. The rate is a few messages a second, so clarity wins over
 // compactness; the length bound keeps a confused or hostile peer from making us allocate much.
 type msgType uint8
 
 const (
 	msgHello msgType = 1 // first message each way: the sender's configured cost
-	msgPing  msgType = 2 // heartbeat; answered by msgPong with the same payload
-	msgPong  msgType = 3
+	// 2 and 3 were heartbeats; the multiplexer's pings carry them now.
 	msgLSA   msgType = 4 // a link-state advertisement being flooded
 	msgWant  msgType = 5 // the accepting side ran out of tunnels and asks the dialer for more
 )
@@ -24,11 +24,6 @@ const maxControlMessage = 1 << 20
 
 type helloMsg struct {
 	Cost int `json:"cost"`
-}
-
-type pingMsg struct {
-	Seq  uint64 `json:"seq"`
-	Sent int64  `json:"sent"` // sender's monotonic clock, echoed back to measure RTT
 }
 
 type wantMsg struct {

@@ -306,6 +306,7 @@ type proxy struct {
 	mu       sync.Mutex
 	target   string
 	frozen   bool
+	cut      bool // closes every new connection at once, as a peer that is down refuses
 	conns    map[*net.TCPConn]struct{}
 	accepted int // connections accepted so far
 	// The first connection's client-to-server bytes past holdAfter wait holdFor (a lost
@@ -338,7 +339,7 @@ func (p *proxy) acceptLoop() {
 		}
 		in := c.(*net.TCPConn)
 		p.mu.Lock()
-		frozen, target := p.frozen, p.target
+		frozen, target := p.frozen || p.cut, p.target
 		p.accepted++
 		first := p.accepted == 1
 		holdAfter, holdFor := p.holdAfter, p.holdFor
@@ -438,6 +439,25 @@ func (p *proxy) retarget(target string) {
 func (p *proxy) freeze() {
 	p.mu.Lock()
 	p.frozen = true
+	p.mu.Unlock()
+}
+
+// sever closes every connection the proxy carries and turns new ones away until restore: a
+// peer that went down (its connections reset, new ones refused).
+func (p *proxy) sever() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	for c := range p.conns {
+		c.Close()
+	}
+	clear(p.conns)
+}
+
+// restore lets new connections through again after sever.
+func (p *proxy) restore() {
+	p.mu.Lock()
+	p.cut = false
 	p.mu.Unlock()
 }
 

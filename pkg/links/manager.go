@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/skfwd/skfwd/pkg/auth"
+	"github.com/skfwd/skfwd/pkg/ratelog"
 	"github.com/skfwd/skfwd/pkg/routes"
 	"github.com/skfwd/skfwd/pkg/tunnel"
 )
@@ -67,6 +68,9 @@ type Observer interface {
 	HeartbeatMiss(link, peer string)
 	// LinkUp: link to peer came up (its counters start from 0).
 	LinkUp(link, peer string)
+	// HandshakeRejected: an accepted connection was refused before it carried anything, for
+	// one of RejectReasons.
+	HandshakeRejected(reason string)
 }
 
 type noObserver struct{}
@@ -74,6 +78,24 @@ type noObserver struct{}
 func (noObserver) PoolMiss(string, string)      {}
 func (noObserver) HeartbeatMiss(string, string) {}
 func (noObserver) LinkUp(string, string)        {}
+func (noObserver) HandshakeRejected(string)     {}
+
+// Reasons an accepted connection is rejected (Observer.HandshakeRejected): a fixed list, so
+// that whatever a stranger sends, metrics and the log see one of these.
+const (
+	RejectUnknownCredential = "unknown-credential" // a credential this site never issued (or revoked)
+	RejectBadProof          = "bad-proof"          // the right credential name, the wrong secret
+	RejectMalformed         = "malformed"          // not skfwd's handshake (a scanner, another protocol, a version skew)
+	RejectTimeout           = "timeout"            // the handshake did not finish in time
+	RejectClosed            = "closed"             // the connection ended or failed mid-handshake
+	RejectOwnSiteName       = "own-site-name"      // the peer presented this site's own name
+	RejectNoSession         = "no-session"         // a tunnel for a link whose session is not up here
+)
+
+// RejectReasons lists every reason HandshakeRejected is called with.
+var RejectReasons = []string{
+	RejectUnknownCredential, RejectBadProof, RejectMalformed, RejectTimeout, RejectClosed, RejectOwnSiteName, RejectNoSession,
+}
 
 // DialSpec is a link this site dials.
 type DialSpec struct {
@@ -87,8 +109,11 @@ type DialSpec struct {
 type Manager struct {
 	opts Options
 	log  *slog.Logger
-	ctx  context.Context
-	wg   sync.WaitGroup
+	// rejectLog logs rejected connections, at most one line a second per reason: a stranger
+	// hammering the link port must not flood the log (the metric counts every one).
+	rejectLog *ratelog.Logger
+	ctx       context.Context
+	wg        sync.WaitGroup
 
 	table   atomic.Pointer[routes.Table]
 	changed chan struct{}
@@ -121,13 +146,14 @@ func New(ctx context.Context, opts Options) *Manager {
 		opts.OnStream = func(st *Stream) { st.Refuse(tunnel.ReasonNoConnector, "this site serves no streams") }
 	}
 	m := &Manager{
-		opts:     opts,
-		log:      opts.Log,
-		ctx:      ctx,
-		changed:  make(chan struct{}, 1),
-		db:       routes.NewDB(opts.Self),
-		sessions: map[*session]struct{}{},
-		dials:    map[string]*dialState{},
+		opts:      opts,
+		log:       opts.Log,
+		rejectLog: ratelog.New(opts.Log, time.Second),
+		ctx:       ctx,
+		changed:   make(chan struct{}, 1),
+		db:        routes.NewDB(opts.Self),
+		sessions:  map[*session]struct{}{},
+		dials:     map[string]*dialState{},
 	}
 	m.mu.Lock()
 	m.originateLocked()
@@ -258,15 +284,19 @@ func (m *Manager) accept(c *net.TCPConn) {
 	})
 	stopHandshake()
 	if err != nil {
-		// A bad or unauthenticated connection harms nothing else: log it and drop only it.
-		m.log.Warn("link connection rejected", "remote", remote, "err", err)
-		c.Close()
+		if m.ctx.Err() != nil {
+			c.Close() // we are stopping: the handshake was cut short by us, not the peer
+			return
+		}
+		// A bad or unauthenticated connection harms nothing else: count it, log it and drop
+		// only it.
+		m.reject(c, rejectReason(err), "link connection rejected", "remote", remote, "err", err)
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
 	if peer.Site == m.opts.Self {
-		m.log.Error("link connection from a site with our own name rejected; site names must be unique", "remote", remote, "credential", peer.Credential)
-		c.Close()
+		m.reject(c, RejectOwnSiteName, "link connection from a site with our own name rejected; site names must be unique",
+			"remote", remote, "credential", peer.Credential)
 		return
 	}
 	switch peer.Purpose {
@@ -276,7 +306,12 @@ func (m *Manager) accept(c *net.TCPConn) {
 	case auth.TunnelIn, auth.TunnelOut:
 		s := m.awaitAcceptedSession(peer.Credential, peer.Site)
 		if s == nil {
-			c.Close()
+			if m.ctx.Err() == nil {
+				m.reject(c, RejectNoSession, "tunnel for a link that is not up here rejected",
+					"remote", remote, "link", peer.Credential, "peer", peer.Site)
+			} else {
+				c.Close()
+			}
 			return
 		}
 		if peer.Purpose == auth.TunnelIn {
@@ -285,6 +320,33 @@ func (m *Manager) accept(c *net.TCPConn) {
 			s.awaitRequest(c)
 		}
 	}
+}
+
+// reject closes an accepted connection, counts it under reason and logs msg (rate-limited).
+func (m *Manager) reject(c *net.TCPConn, reason, msg string, args ...any) {
+	c.Close()
+	m.opts.Observer.HandshakeRejected(reason)
+	level := m.rejectLog.Warn
+	if reason == RejectOwnSiteName {
+		level = m.rejectLog.Error // a configuration fault that breaks routing, not a stranger
+	}
+	level(reason, msg, append(args, "reason", reason)...)
+}
+
+// rejectReason classifies why auth.Accept failed into one of RejectReasons.
+func rejectReason(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, auth.ErrUnknownCredential):
+		return RejectUnknownCredential
+	case errors.Is(err, auth.ErrBadProof):
+		return RejectBadProof
+	case errors.Is(err, auth.ErrMalformed):
+		return RejectMalformed
+	case errors.As(err, &ne) && ne.Timeout():
+		return RejectTimeout
+	}
+	return RejectClosed
 }
 
 // awaitAcceptedSession finds the session a tunnel belongs to. The dialer starts its pools as
@@ -324,33 +386,67 @@ func (m *Manager) Dial(spec DialSpec) {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		backoff := 100 * time.Millisecond
+		b := backoff{max: m.opts.MaxBackoff}
 		for m.ctx.Err() == nil {
-			s, err := m.dialSession(spec)
-			if err != nil {
-				m.setDialError(spec.Name, err)
-				m.log.Warn("link down, retrying", "link", spec.Name, "err", err, "retry_in", backoff)
-			} else {
-				m.setDialError(spec.Name, nil)
-				m.mu.Lock()
-				m.dials[spec.Name].peer = s.peer
-				m.mu.Unlock()
-				started := time.Now()
-				m.runSession(s)
-				if time.Since(started) > 10*time.Second {
-					backoff = 100 * time.Millisecond
-				}
-				m.setDialError(spec.Name, errors.New("session ended"))
+			if m.dialOnce(spec, b.peek()) {
+				// The peer was reachable and accepted us: what ended the session says
+				// nothing about the next dial, so it starts fast again. Only consecutive
+				// failed dials back off.
+				b.reset()
 			}
 			select {
 			case <-m.ctx.Done():
 				return
-			case <-time.After(backoff):
+			case <-time.After(b.next()):
 			}
-			backoff = min(backoff*2, m.opts.MaxBackoff)
 		}
 	}()
 }
+
+// dialOnce dials spec and serves the session until it ends. It reports whether the session
+// came up (authenticated and hello exchanged); retryIn is only for the log.
+func (m *Manager) dialOnce(spec DialSpec, retryIn time.Duration) bool {
+	s, err := m.dialSession(spec)
+	if err != nil {
+		m.setDialError(spec.Name, err)
+		m.log.Warn("link down, retrying", "link", spec.Name, "err", err, "retry_in", retryIn)
+		return false
+	}
+	m.setDialError(spec.Name, nil)
+	m.mu.Lock()
+	m.dials[spec.Name].peer = s.peer
+	m.mu.Unlock()
+	up := m.runSession(s)
+	m.setDialError(spec.Name, errors.New("session ended"))
+	return up
+}
+
+// firstBackoff is the wait before the first redial after a session, and after the first
+// failed dial.
+const firstBackoff = 100 * time.Millisecond
+
+// backoff is the capped exponential wait between consecutive failed dials.
+type backoff struct {
+	max  time.Duration
+	wait time.Duration // the next wait; 0: firstBackoff
+}
+
+// peek is the wait next will return.
+func (b *backoff) peek() time.Duration {
+	if b.wait == 0 {
+		return min(firstBackoff, b.max)
+	}
+	return b.wait
+}
+
+// next returns the wait before the next dial and doubles the one after it, up to max.
+func (b *backoff) next() time.Duration {
+	w := b.peek()
+	b.wait = min(2*w, b.max)
+	return w
+}
+
+func (b *backoff) reset() { b.wait = 0 }
 
 func (m *Manager) setDialError(name string, err error) {
 	m.mu.Lock()
@@ -405,11 +501,12 @@ func (m *Manager) dialAuthenticated(ctx context.Context, addr, credential string
 }
 
 // runSession completes the hello exchange, registers the session, and serves it until it ends.
-func (m *Manager) runSession(s *session) {
+// It reports whether the session came up (the hello exchange succeeded).
+func (m *Manager) runSession(s *session) bool {
 	if err := s.handshake(); err != nil {
 		m.log.Warn("link hello failed", "link", s.name, "peer", s.peer, "err", err)
 		s.conn.Close()
-		return
+		return false
 	}
 	m.mu.Lock()
 	if !s.dialer {
@@ -440,6 +537,7 @@ func (m *Manager) runSession(s *session) {
 	// that were waiting on them are retried elsewhere.
 	s.teardown()
 	m.log.Warn("link down", "link", s.name, "peer", s.peer, "err", err)
+	return true
 }
 
 // originateLocked issues a new LSA for this site, stores and floods it, and recomputes routes.

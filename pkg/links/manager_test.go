@@ -463,6 +463,48 @@ func TestClosedLinkNoticedAtOnceAndRedialed(t *testing.T) {
 	exchangeOver(t, out, a, b2)
 }
 
+// TestFlappingLinkRedialsFast: a link that was up and dropped is redialed at once, however
+// many times it flapped before, and however short its sessions were: the backoff grows only
+// across failed dials in a row. Before, it doubled after every session and reset only after
+// one of over 10 s, so after a few flaps the dialer waited its cap (5 s here) with the peer
+// back.
+func TestFlappingLinkRedialsFast(t *testing.T) {
+	checkGoroutines(t)
+	steadyAttempts(t, 3, 300*time.Millisecond, flappingLinkRedialsFast)
+}
+
+func flappingLinkRedialsFast(t T) {
+	const (
+		flaps    = 6
+		session  = 150 * time.Millisecond // up this long before each cut: well under 10 s
+		downFor  = 300 * time.Millisecond // the peer refuses this long: a few failed dials
+		backWhen = time.Second            // the link must be up again this soon after
+	)
+	a := newSite(t, "a", func(o *links.Options) { o.MaxBackoff = 5 * time.Second })
+	b := newSite(t, "b", nil)
+	b.grant("ab", []byte("s"), 1)
+	p := startProxy(t, b.addr)
+	a.m.Dial(links.DialSpec{Name: "ab", Cost: 1, Endpoints: []string{p.addr()}, Secret: []byte("s")})
+	waitUp(t, a, b, "ab", 1)
+	for i := 1; i <= flaps; i++ {
+		time.Sleep(session)
+		p.sever()
+		eventually(t, fmt.Sprintf("flap %d: link down at the dialer", i), func() (bool, string) {
+			st, _ := a.status("ab")
+			return st.State != "up", "state " + st.State
+		})
+		time.Sleep(downFor)
+		p.restore()
+		back := time.Now()
+		waitUp(t, a, b, "ab", 1)
+		took := time.Since(back)
+		t.Log(fmt.Sprintf("flap %d: up again after %v", i, took))
+		if took > backWhen {
+			t.Errorf("flap %d: link up %v after the peer was reachable again, want within %v", i, took, backWhen)
+		}
+	}
+}
+
 // TestShutdown: cancelling a manager's context ends the manager, resets the tunnels it still
 // tracks, and leaves no goroutine behind.
 func TestShutdown(t *testing.T) {

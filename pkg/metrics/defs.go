@@ -49,6 +49,12 @@ var Reasons = []string{
 	ReasonLinkLost, ReasonAnswerTimeout, ReasonResetBeforeCommit,
 }
 
+// Reasons a connection to the link port is rejected before it carries anything (label reason
+// of skfwd_link_handshakes_rejected_total): pkg/links' RejectReasons, which a test keeps equal.
+var HandshakeReasons = []string{
+	"unknown-credential", "bad-proof", "malformed", "timeout", "closed", "own-site-name", "no-session",
+}
+
 // Outcomes of a connection that reached a target (label outcome).
 const (
 	OutcomeOK    = "ok"    // both directions ended with a FIN
@@ -64,9 +70,9 @@ const (
 // LabelHelp explains every label used, for the reference.
 var LabelHelp = map[string]string{
 	"site":        "the site whose gateway exports the series (constant on every series)",
-	"routing_key": "a Listener's or Connector's routingKey",
-	"dest_site":   "the site where the connection reaches its backend (this site for a local connector)",
-	"source_site": "the site whose listener accepted the connection",
+	"routing_key": "a Listener's or Connector's routingKey; a key another site sent that this site's configuration does not name counts as `other` (and an unreadable request as empty)",
+	"dest_site":   "the site where the connection reaches its backend (this site for a local connector); `other` for a site routing does not reach, or past 256 distinct sites",
+	"source_site": "the site whose listener accepted the connection, as its request says; `other` for a site routing does not reach, or past 256 distinct sites (empty for an unreadable request)",
 	"connector":   "a Connector's name at the destination site; empty for a remote site seen from the ingress",
 	"listener":    "a Listener's name",
 	"link":        "a Link's name (on the accepting side, the credential name, which is the same)",
@@ -74,7 +80,7 @@ var LabelHelp = map[string]string{
 	"role":        "`dialer` or `acceptor`: which end of the link this site is",
 	"pool":        "`own`: idle tunnels for this site's requests; `peer`: tunnels waiting for the peer's requests",
 	"next_hop":    "the neighbor site a route leaves through",
-	"reason":      "why an attempt failed, one of: " + joinCode(Reasons),
+	"reason":      "why an attempt failed, one of: " + joinCode(Reasons) + ", or `other` for a reason a newer peer sent",
 	"outcome":     "`ok` (both directions ended with a FIN) or `reset`",
 	"direction":   "`to_target` (client to backend) or `to_client` (backend to client)",
 	"mode":        "the data path: `userspace` (splice(2)), `sockmap` or `auto`",
@@ -122,7 +128,11 @@ var (
 	defDelivered = Def{Name: "skfwd_connections_delivered_total", Kind: Counter, Labels: []string{"routing_key", "source_site", "connector"},
 		Help: "Connections from other sites that this site delivered to a local connector."}
 	defRefused = Def{Name: "skfwd_requests_refused_total", Kind: Counter, Labels: []string{"routing_key", "source_site", "reason"},
-		Help: "Requests from other sites that this site refused, by reason; the ingress then tries its next candidate."}
+		Help: "Requests from other sites that this site refused, by reason; the ingress then tries its next candidate.",
+		Note: "A request that could not be read (malformed, or stalled mid-request) counts with reason `bad-request` and empty routing_key and source_site; that series is exported at 0 from start."}
+	defHandshakesRejected = Def{Name: "skfwd_link_handshakes_rejected_total", Kind: Counter, Labels: []string{"reason"},
+		Help: "Connections to this site's link port rejected before they carried anything, by reason.",
+		Note: "reason is one of " + joinCode(HandshakeReasons) + " (a credential this site never issued; the right credential with the wrong secret; not skfwd's handshake; no handshake within 5 s; closed mid-handshake; a peer with this site's own name; a tunnel for a link not up here), each exported at 0 from start. The log shows at most one line a second per reason."}
 
 	defScore = Def{Name: "skfwd_selector_score", Kind: Gauge, Scrape: true, Labels: []string{"routing_key", "dest_site", "connector"},
 		Help: "Score of each candidate for a routing key with a listener here (path cost + open connections); the lowest takes the next connection."}
@@ -186,7 +196,7 @@ var (
 // Definitions lists every metric, in reference order.
 var Definitions = []Def{
 	defAccepted, defOpened, defClosed, defFailed, defOpen, defInProgress, defSetup, defBytes,
-	defAttemptFailures, defRetries, defDelivered, defRefused,
+	defAttemptFailures, defRetries, defDelivered, defRefused, defHandshakesRejected,
 	defScore, defPathCost, defCandidates, defListener, defConnectorUp,
 	defLinkUp, defLinkCost, defLinkRTT, defHeartbeatMisses, defPoolIdle, defTunnelsActive, defPoolMisses, defRouteCost,
 	defDataPath, defPromotions, defDemotions, defFallbacks, defTrimmed, defKernelBytes, defKernelBacklog, defMapEntries, defMapCapacity,

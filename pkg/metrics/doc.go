@@ -11,7 +11,10 @@
 //     KernelSource, never copied on a timer: a scrape sees what a `skfwd status` would see.
 //
 // Labels are bounded by the configuration and the network: site, peer site, link, routing key,
-// connector, listener and a reason from a fixed list. Nothing is labelled per connection or per
+// connector, listener and a reason from a fixed list. Values that come from the wire (a
+// request's routing key and source site, a refusal's reason) are mapped by SetBounds onto
+// what the configuration and routing know, everything else onto "other", so a peer cannot
+// create series. Nothing is labelled per connection or per
 // client address. Every series carries the constant label site, so one Prometheus can scrape
 // every site without relabelling.
 //

@@ -25,6 +25,7 @@ type Metrics struct {
 	retries         *prometheus.CounterVec
 	delivered       *prometheus.CounterVec
 	refused         *prometheus.CounterVec
+	rejected        *prometheus.CounterVec
 	heartbeatMisses *prometheus.CounterVec
 	poolMisses      *prometheus.CounterVec
 	promotions      prometheus.Counter
@@ -32,7 +33,8 @@ type Metrics struct {
 	fallbacks       *prometheus.CounterVec
 	trimmed         prometheus.Counter
 
-	state *stateCollector
+	state  *stateCollector
+	bounds bounds
 }
 
 // New makes the metrics of site, built as version. Nothing is read at scrape time until
@@ -55,6 +57,12 @@ func New(site, version string) *Metrics {
 	m.retries = counter(defRetries)
 	m.delivered = counter(defDelivered)
 	m.refused = counter(defRefused)
+	m.rejected = counter(defHandshakesRejected)
+	// Rejections are exported at 0 from start, so an alert on increase() sees the first one.
+	for _, r := range HandshakeReasons {
+		m.rejected.WithLabelValues(r)
+	}
+	m.refused.WithLabelValues(Other, Other, ReasonBadRequest)
 	m.heartbeatMisses = counter(defHeartbeatMisses)
 	m.poolMisses = counter(defPoolMisses)
 	m.demotions = counter(defDemotions)
@@ -109,7 +117,7 @@ func (m *Metrics) Accepted(key string) {
 	if m == nil {
 		return
 	}
-	m.accepted.WithLabelValues(key).Inc()
+	m.accepted.WithLabelValues(m.bounds.key(key)).Inc()
 }
 
 // Committed counts a client connection for key bound to its target at dest, setup after it
@@ -118,6 +126,7 @@ func (m *Metrics) Committed(key, dest string, setup time.Duration) {
 	if m == nil {
 		return
 	}
+	key, dest = m.bounds.key(key), m.bounds.site(dest)
 	m.opened.WithLabelValues(key, dest).Inc()
 	m.setup.WithLabelValues(key, dest).Observe(setup.Seconds())
 }
@@ -127,25 +136,28 @@ func (m *Metrics) Closed(key, dest, outcome string, toTarget, toClient int64) {
 	if m == nil {
 		return
 	}
+	key, dest = m.bounds.key(key), m.bounds.site(dest)
 	m.closed.WithLabelValues(key, dest, outcome).Inc()
 	m.bytes.WithLabelValues(key, dest, ToTarget).Add(float64(toTarget))
 	m.bytes.WithLabelValues(key, dest, ToClient).Add(float64(toClient))
 }
 
-// AttemptFailed counts one failed attempt to place a connection for key on a target at dest.
-func (m *Metrics) AttemptFailed(key, dest, reason string) {
+// AttemptFailed counts one failed attempt to place a connection for key on a target at dest,
+// for reason why.
+func (m *Metrics) AttemptFailed(key, dest, why string) {
 	if m == nil {
 		return
 	}
-	m.attemptFailures.WithLabelValues(key, dest, reason).Inc()
+	m.attemptFailures.WithLabelValues(m.bounds.key(key), m.bounds.site(dest), reason(why)).Inc()
 }
 
-// Retried counts a connection for key tried on its next candidate after a failure for reason.
-func (m *Metrics) Retried(key, reason string) {
+// Retried counts a connection for key tried on its next candidate after a failure for reason
+// why.
+func (m *Metrics) Retried(key, why string) {
 	if m == nil {
 		return
 	}
-	m.retries.WithLabelValues(key, reason).Inc()
+	m.retries.WithLabelValues(m.bounds.key(key), reason(why)).Inc()
 }
 
 // Failed counts a client connection that no candidate could take.
@@ -153,7 +165,7 @@ func (m *Metrics) Failed(key string) {
 	if m == nil {
 		return
 	}
-	m.failed.WithLabelValues(key).Inc()
+	m.failed.WithLabelValues(m.bounds.key(key)).Inc()
 }
 
 // Delivered counts a connection from source delivered to a local connector.
@@ -161,15 +173,34 @@ func (m *Metrics) Delivered(key, source, connector string) {
 	if m == nil {
 		return
 	}
-	m.delivered.WithLabelValues(key, source, connector).Inc()
+	m.delivered.WithLabelValues(m.bounds.key(key), m.bounds.site(source), connector).Inc()
 }
 
-// Refused counts a request from source that this site refused.
-func (m *Metrics) Refused(key, source, reason string) {
+// Refused counts a request from source for key that this site refused for reason why. key
+// and source come from the wire: they are bounded (see SetBounds).
+func (m *Metrics) Refused(key, source, why string) {
 	if m == nil {
 		return
 	}
-	m.refused.WithLabelValues(key, source, reason).Inc()
+	m.refused.WithLabelValues(m.bounds.key(key), m.bounds.site(source), reason(why)).Inc()
+}
+
+// BadRequest counts a request from a neighbor that could not be read, under routing key and
+// source site "other": nothing in it can be trusted.
+func (m *Metrics) BadRequest() {
+	if m == nil {
+		return
+	}
+	m.refused.WithLabelValues(Other, Other, ReasonBadRequest).Inc()
+}
+
+// HandshakeRejected counts a connection to the link port rejected for reason (one of
+// HandshakeReasons).
+func (m *Metrics) HandshakeRejected(reason string) {
+	if m == nil {
+		return
+	}
+	m.rejected.WithLabelValues(reason).Inc()
 }
 
 // HeartbeatMiss counts a heartbeat interval without a message from peer on link.

@@ -332,3 +332,28 @@ func TestLabelsDocumented(t *testing.T) {
 		}
 	}
 }
+
+// TestRejectionsFromStart: every rejection reason and the bad-request refusal are exported at
+// 0 before anything happens, so increase() sees the first one, and count from there.
+func TestRejectionsFromStart(t *testing.T) {
+	m := New("b", "test")
+	badRequest := `skfwd_requests_refused_total{reason="bad-request",routing_key="other",site="b",source_site="other"}`
+	rejected := func(r string) string { return `skfwd_link_handshakes_rejected_total{reason="` + r + `",site="b"}` }
+	got := scrape(t, m)
+	for _, r := range HandshakeReasons {
+		if v := got[rejected(r)]; v != "0" {
+			t.Errorf("%s = %q at start, want 0", rejected(r), v)
+		}
+	}
+	if v := got[badRequest]; v != "0" {
+		t.Errorf("%s = %q at start, want 0", badRequest, v)
+	}
+	m.HandshakeRejected("bad-proof")
+	m.BadRequest()
+	m.BadRequest()
+	got = scrape(t, m)
+	if got[rejected("bad-proof")] != "1" || got[rejected("malformed")] != "0" || got[badRequest] != "2" {
+		t.Errorf("after one bad proof and two bad requests: bad-proof %s, malformed %s, bad-request %s",
+			got[rejected("bad-proof")], got[rejected("malformed")], got[badRequest])
+	}
+}

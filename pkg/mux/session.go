@@ -257,6 +257,7 @@ func (s *Session) Open(req tunnel.Request, first []byte) (*Stream, error) {
 	inOpen := first[:min(len(first), s.opts.FrameSize, s.peerWindow)]
 	rest := first[len(inOpen):]
 	st := newStream(s, 0, true)
+	st.openedAt = time.Now() // before the stream is shared: the answer sweeper reads it
 	s.smu.Lock()
 	if s.err != nil {
 		err := s.err
@@ -271,7 +272,6 @@ func (s *Session) Open(req tunnel.Request, first []byte) (*Stream, error) {
 	st.id = id
 	s.streams[id] = st
 	s.smu.Unlock()
-	st.openedAt = time.Now()
 	err := s.w.queue(st, func(b []byte) ([]byte, error) {
 		return tunnel.AppendOpen(b, id, req, inOpen)
 	}, len(inOpen))

@@ -3,11 +3,18 @@ package netns
 import (
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
+	"testing"
+	"time"
+
+	"github.com/skfwd/skfwd/internal/netlab"
 )
 
 var secretLine = regexp.MustCompile(`(?m)^(  secret: )(\S+)$`)
@@ -40,3 +47,60 @@ func logContains(path, sub string) bool {
 }
 
 func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
+
+// scrape returns the site's /metrics page.
+func scrape(t *testing.T, s *netlab.Site) string {
+	t.Helper()
+	body, err := scrapeSite(s)
+	check(t, err)
+	return body
+}
+
+func scrapeSite(s *netlab.Site) (string, error) {
+	resp, err := s.AdminGet("/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// sampleIs checks that the exposition body has series (name and labels, as Prometheus
+// writes them: labels sorted by name) with value want.
+func sampleIs(body, series string, want float64) error {
+	for _, line := range strings.Split(body, "\n") {
+		v, ok := strings.CutPrefix(line, series+" ")
+		if !ok {
+			continue
+		}
+		got, err := strconv.ParseFloat(v, 64)
+		if err != nil || got != want {
+			return fmt.Errorf("%s = %s, want %v", series, v, want)
+		}
+		return nil
+	}
+	return fmt.Errorf("%s is not exported", series)
+}
+
+func checkSample(t *testing.T, body, series string, want float64) {
+	t.Helper()
+	if err := sampleIs(body, series, want); err != nil {
+		t.Error(err)
+	}
+}
+
+// waitSamples scrapes s until cond holds, for up to converged.
+func waitSamples(s *netlab.Site, cond func(body string) error) error {
+	deadline := time.Now().Add(converged)
+	for {
+		body, err := scrapeSite(s)
+		if err == nil {
+			err = cond(body)
+		}
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
