@@ -16,8 +16,8 @@ type msgType uint8
 const (
 	msgHello msgType = 1 // first message each way: the sender's configured cost
 	// 2 and 3 were heartbeats; the multiplexer's pings carry them now.
-	msgLSA   msgType = 4 // a link-state advertisement being flooded
-	msgWant  msgType = 5 // the accepting side ran out of tunnels and asks the dialer for more
+	msgLSA  msgType = 4 // a link-state advertisement being flooded
+	msgWant msgType = 5 // the accepting side ran out of tunnels and asks the dialer for more
 )
 
 const maxControlMessage = 1 << 20
