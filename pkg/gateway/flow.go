@@ -216,7 +216,6 @@ func (g *Gateway) toSite(key string, flowID uint64, site string, client *net.TCP
 	}
 	g.metrics.Committed(key, site, time.Since(start))
 	res := datapath.JoinStream(client, st.Stream)
-	res.AToB -= int64(len(first.buf)) // endFlow adds the first bytes, counted here as sent
 	g.endFlow(start, flowLog{key: key, source: g.self, dest: site, target: site, retries: retries}, res, int64(len(first.buf)))
 	return true, nil
 }

@@ -213,7 +213,8 @@ func (s *Session) NumStreams() int {
 }
 
 // Close ends the session with cause (nil: a plain close): the connection is closed and every
-// open stream fails with ErrLinkLost. It waits for the session's goroutines.
+// open stream fails with ErrLinkLost. It waits for the session's goroutines, OnOpen handlers
+// included; a handler must not call it.
 func (s *Session) Close(cause error) {
 	s.fail(cause)
 	s.wg.Wait()
@@ -458,7 +459,13 @@ func (s *Session) handleOpen(h tunnel.FrameHeader, p []byte) error {
 		st.Refuse(tunnel.ReasonNoConnector, "this end serves no streams")
 		return nil
 	}
-	go s.opts.OnOpen(st)
+	// Counted with the session's own goroutines, so Close returns only once every stream's
+	// handler has (they end quickly then: their streams have failed).
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.opts.OnOpen(st)
+	}()
 	return nil
 }
 
