@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"errors"
+	"io"
 	"net"
 	"sync"
 
@@ -23,6 +24,17 @@ var streamBufs = sync.Pool{New: func() any { b := make([]byte, streamBufSize); r
 // stream, BToA the stream's bytes onto conn. A failure of the link connection under st
 // resets conn.
 func JoinStream(conn *net.TCPConn, st *mux.Stream) Result {
+	return joinDirections(
+		func() (int64, error) { return socketToStream(conn, st) },
+		func() (int64, error) { return streamTo(st, conn) },
+		func() { st.Reset(); Abort(conn) },
+		func() { conn.Close(); st.Close() })
+}
+
+// joinDirections runs ab in a goroutine and ba here until both have returned. The first
+// failure aborts both ends (which also releases the other direction, blocked on its end);
+// when both end cleanly, both ends are closed.
+func joinDirections(ab, ba func() (int64, error), abort, closeBoth func()) Result {
 	var (
 		res  Result
 		once sync.Once
@@ -31,33 +43,41 @@ func JoinStream(conn *net.TCPConn, st *mux.Stream) Result {
 	fail := func(err error) {
 		once.Do(func() {
 			res.Err = err
-			st.Reset()
-			Abort(conn)
+			abort()
 		})
 	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		n, err := socketToStream(conn, st)
+		n, err := ab()
 		res.AToB = n
 		if err != nil {
 			fail(err)
 		}
 	}()
-	n, err := st.WriteTo(conn)
+	n, err := ba()
 	res.BToA = n
-	if err == nil {
-		err = conn.CloseWrite()
-	}
 	if err != nil {
 		fail(err)
 	}
 	wg.Wait()
-	once.Do(func() {
-		conn.Close()
-		st.Close()
-	})
+	once.Do(closeBoth)
 	return res
+}
+
+// halfCloser is a socket or a stream: what a direction writes into and half-closes.
+type halfCloser interface {
+	io.Writer
+	CloseWrite() error
+}
+
+// streamTo writes st's bytes to w until st's end, which it passes on as w's half-close.
+func streamTo(st *mux.Stream, w halfCloser) (int64, error) {
+	n, err := st.WriteTo(w)
+	if err == nil {
+		err = w.CloseWrite()
+	}
+	return n, err
 }
 
 // socketToStream copies conn onto st until conn's end of stream, which it passes on as the
@@ -105,38 +125,9 @@ func socketToStream(conn *net.TCPConn, st *mux.Stream) (int64, error) {
 // RelayStreams joins two streams at a transit site: every byte, half-close and reset of one
 // reaches the other. AToB counts a's bytes onto b.
 func RelayStreams(a, b *mux.Stream) Result {
-	var (
-		res  Result
-		once sync.Once
-		wg   sync.WaitGroup
-	)
-	fail := func(err error) {
-		once.Do(func() {
-			res.Err = err
-			a.Reset()
-			b.Reset()
-		})
-	}
-	pipe := func(from, to *mux.Stream, count *int64) {
-		n, err := from.WriteTo(to)
-		*count = n
-		if err == nil {
-			err = to.CloseWrite()
-		}
-		if err != nil {
-			fail(err)
-		}
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		pipe(a, b, &res.AToB)
-	}()
-	pipe(b, a, &res.BToA)
-	wg.Wait()
-	once.Do(func() {
-		a.Close()
-		b.Close()
-	})
-	return res
+	return joinDirections(
+		func() (int64, error) { return streamTo(a, b) },
+		func() (int64, error) { return streamTo(b, a) },
+		func() { a.Reset(); b.Reset() },
+		func() { a.Close(); b.Close() })
 }
