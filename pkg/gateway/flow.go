@@ -239,51 +239,42 @@ func (g *Gateway) request(st *links.Stream, client *net.TCPConn, first *firstByt
 		}
 		return failed(metrics.ReasonLinkLost, fmt.Errorf("answer from %q: %w", st.Peer, err))
 	}
-	p.commitPhase(st.Wake)
-	if !replayed && !p.forwardedAny() {
-		if err := st.WaitReadable(p.forwardedAny); err != nil && !p.forwardedAny() {
-			if perr := p.stop(); perr != nil {
-				return perr
-			}
-			return commitFailure(fmt.Errorf("target failed before exchanging any byte: %w", err))
-		}
-	}
-	if err := p.stop(); err != nil {
+	if err := p.awaitCommit(replayed, st.Wake, func() error { return st.WaitReadable(p.forwardedAny) }); err != nil {
 		return commitFailure(err)
 	}
 	return nil
 }
 
-// commit decides, for a target that has just accepted, whether the connection is now bound to
-// it. See awaitCommit.
+// commit decides, for a backend that has just accepted, whether the connection is now bound
+// to it. See awaitCommit.
 func (g *Gateway) commit(target, client *net.TCPConn, first *firstBytes, sent bool) error {
-	return g.awaitCommit(target, first.startPump(client, target), sent)
-}
-
-// wakeReader wakes a read blocked on c with a read deadline in the past.
-func wakeReader(c *net.TCPConn) func() {
-	return func() { _ = c.SetReadDeadline(time.Unix(1, 0)) }
+	p := first.startPump(client, target)
+	wake := func() { _ = target.SetReadDeadline(time.Unix(1, 0)) } // wakes waitFirstByte
+	err := p.awaitCommit(sent, wake, func() error { return waitFirstByte(target) })
+	// The pump has stopped before the deadline is cleared: a forward after the clear would
+	// set it again.
+	_ = target.SetReadDeadline(time.Time{})
+	return err
 }
 
 // awaitCommit waits until the target sends its first byte (or ends its stream) or until a
-// client byte has gone to it. Until then nothing has been exchanged, so a target that resets
-// now, such as a backend that died with our connection in its accept queue, or a link that
-// died between the answer and the first reply, can be left for the next candidate without
-// the client noticing. After it, failures reach the client as resets.
-func (g *Gateway) awaitCommit(target *net.TCPConn, p *pump, sent bool) error {
-	p.commitPhase(wakeReader(target))
+// client byte has gone to it, then stops the pump. Until then nothing has been exchanged, so
+// a target that resets now, such as a backend that died with our connection in its accept
+// queue, or a link that died between the answer and the first reply, can be left for the
+// next candidate without the client noticing. After it, failures reach the client as resets.
+// waitFirstByte waits for the target's first byte without consuming it; wake makes it
+// return when a client byte has gone to the target.
+func (p *pump) awaitCommit(sent bool, wake func(), waitFirstByte func() error) error {
+	p.commitPhase(wake)
 	if !sent && !p.forwardedAny() {
-		if err := waitFirstByte(target); err != nil && !p.forwardedAny() {
+		if err := waitFirstByte(); err != nil && !p.forwardedAny() {
 			if perr := p.stop(); perr != nil {
 				return perr
 			}
 			return fmt.Errorf("target failed before exchanging any byte: %w", err)
 		}
 	}
-	// Stop the pump before clearing the deadline: a forward after the clear would set it again.
-	err := p.stop()
-	_ = target.SetReadDeadline(time.Time{})
-	return err
+	return p.stop()
 }
 
 // waitFirstByte blocks until conn has a byte to read or has ended (nil), or fails (the error).
@@ -383,18 +374,20 @@ func (p *pump) stop() error {
 func (g *Gateway) serveTunnel(t *links.Tunnel) {
 	defer t.Done()
 	_ = t.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	msg, why := "request on a tunnel refused: this version carries connections as streams", "connections travel as streams on the link connection"
+	attrs := []any{"link", t.Link, "peer", t.Peer}
 	req, err := tunnel.ReadRequest(t.Conn)
 	if err != nil {
-		// Only this tunnel is lost. The answer says why, so a peer of another version does
-		// not take it for a failed backend.
-		g.metrics.BadRequest()
-		g.badLog.Warn(tunnel.ReasonBadRequest.String(), "bad tunnel request, tunnel closed", "link", t.Link, "peer", t.Peer, "err", err)
-		g.refuse(t.Conn, tunnel.ReasonBadRequest, "unreadable request")
-		return
+		msg, why = "bad tunnel request, tunnel closed", "unreadable request"
+		attrs = append(attrs, "err", err)
+	} else {
+		attrs = append(attrs, "routing_key", req.RoutingKey)
 	}
+	// Only this tunnel is lost. The answer says why, so a peer of another version does not
+	// take it for a failed backend.
 	g.metrics.BadRequest()
-	g.badLog.Warn(tunnel.ReasonBadRequest.String(), "request on a tunnel refused: this version carries connections as streams", "link", t.Link, "peer", t.Peer, "routing_key", req.RoutingKey)
-	g.refuse(t.Conn, tunnel.ReasonBadRequest, "connections travel as streams on the link connection")
+	g.badLog.Warn(tunnel.ReasonBadRequest.String(), msg, attrs...)
+	g.refuse(t.Conn, tunnel.ReasonBadRequest, why)
 }
 
 // serveStream serves a stream a neighbor opened: deliver it to a local connector when this
@@ -455,7 +448,7 @@ func (g *Gateway) deliver(st *links.Stream, req tunnel.Request) {
 		res := datapath.JoinStream(backend, st.Stream)
 		release()
 		g.logFlow(start, flowLog{key: req.RoutingKey, source: req.SourceSite, dest: g.self, target: c.cfg.Name,
-			toTarget: res.BToA, toClient: res.AToB, outcome: resultOutcome(res), retries: len(tried) - 1, path: "userspace", err: res.Err})
+			toTarget: res.BToA, toClient: res.AToB, outcome: resultOutcome(res), retries: len(tried) - 1, path: resultPath(res), err: res.Err})
 		return
 	}
 	st.Refuse(reason, msg)
