@@ -142,9 +142,6 @@ func New(ctx context.Context, opts Options) *Manager {
 	if opts.Observer == nil {
 		opts.Observer = noObserver{}
 	}
-	if opts.OnStream == nil {
-		opts.OnStream = func(st *Stream) { st.Refuse(tunnel.ReasonNoConnector, "this site serves no streams") }
-	}
 	m := &Manager{
 		opts:      opts,
 		log:       opts.Log,
@@ -189,36 +186,32 @@ func (m *Manager) SetKeys(keys []string) {
 
 // OpenTunnel returns an idle tunnel to the neighbor site peer, on the cheapest link up to it.
 func (m *Manager) OpenTunnel(ctx context.Context, peer string) (*Tunnel, error) {
-	var errs []error
-	for _, s := range m.sessionsTo(peer) {
-		t, err := s.take(ctx)
-		if err == nil {
-			return t, nil
-		}
-		errs = append(errs, err)
-	}
-	if len(errs) == 0 {
-		return nil, fmt.Errorf("site %q: %w", peer, ErrNoLink)
-	}
-	return nil, errors.Join(errs...)
+	return onCheapest(m, peer, func(s *session) (*Tunnel, error) { return s.take(ctx) })
 }
 
 // OpenStream opens a stream carrying req and the client's first bytes to the neighbor site
 // peer, on the cheapest link up to it. It costs no connection and no handshake: streams ride
 // the link's authenticated connection.
 func (m *Manager) OpenStream(peer string, req tunnel.Request, first []byte) (*Stream, error) {
+	return onCheapest(m, peer, func(s *session) (*Stream, error) { return s.openStream(req, first) })
+}
+
+// onCheapest returns what open gives on the cheapest session to peer that works, or every
+// session's error (ErrNoLink when there is none).
+func onCheapest[T any](m *Manager, peer string, open func(*session) (T, error)) (T, error) {
 	var errs []error
 	for _, s := range m.sessionsTo(peer) {
-		st, err := s.openStream(req, first)
+		v, err := open(s)
 		if err == nil {
-			return st, nil
+			return v, nil
 		}
 		errs = append(errs, err)
 	}
+	var zero T
 	if len(errs) == 0 {
-		return nil, fmt.Errorf("site %q: %w", peer, ErrNoLink)
+		return zero, fmt.Errorf("site %q: %w", peer, ErrNoLink)
 	}
-	return nil, errors.Join(errs...)
+	return zero, errors.Join(errs...)
 }
 
 // sessionsTo lists the sessions to peer, cheapest first: with two links between the same pair
@@ -506,6 +499,12 @@ func (m *Manager) runSession(s *session) bool {
 	if err := s.handshake(); err != nil {
 		m.log.Warn("link hello failed", "link", s.name, "peer", s.peer, "err", err)
 		s.conn.Close()
+		return false
+	}
+	// The link connection runs as a multiplexed session before the session is registered, so
+	// everything sent from registration on (the flood below) goes straight onto it.
+	if err := s.startStreams(); err != nil {
+		m.log.Warn("link preface failed", "link", s.name, "peer", s.peer, "err", err)
 		return false
 	}
 	m.mu.Lock()

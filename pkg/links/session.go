@@ -37,9 +37,9 @@ type session struct {
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	// streams is the link connection (the control connection, once the hellos are
-	// exchanged) as a multiplexed session: link messages, heartbeats and client streams.
-	streams atomic.Pointer[mux.Session]
+	// streams is the link connection as a multiplexed session (set by startStreams, before
+	// the session is shared): link messages, heartbeats and client streams.
+	streams *mux.Session
 
 	idle   chan *net.TCPConn // tunnels this side can send a request on
 	refill chan struct{}     // dialer: wake the pool filler
@@ -49,7 +49,6 @@ type session struct {
 	dead      bool
 	active    map[*Tunnel]struct{}
 	waiting   map[*net.TCPConn]struct{} // tunnels waiting for the peer's request
-	early     [][]byte                  // control messages sent before the session ran
 	outTarget int                       // dialer: idle tunnels to keep for our requests
 	inTarget  int                       // dialer: idle tunnels to keep for the peer's requests
 	dialing   [2]int                    // dialer: tunnel dials in flight, out and in
@@ -92,36 +91,40 @@ func (s *session) handshake() error {
 	return nil
 }
 
-// serve runs the session until it fails or the manager stops, and returns why it ended.
-func (s *session) serve() error {
+// startStreams turns the link connection, hellos exchanged, into a multiplexed session: link
+// messages, heartbeats and client streams. On error the connection is closed.
+func (s *session) startStreams() error {
+	var onOpen func(*mux.Stream)
+	if s.m.opts.OnStream != nil {
+		onOpen = s.serveStream // without one, the multiplexer refuses every stream
+	}
 	ms, err := mux.New(s.conn, mux.Options{
 		Dialer:            s.dialer,
 		Window:            s.m.opts.StreamWindow,
 		HeartbeatInterval: s.m.opts.HeartbeatInterval,
 		DeadTime:          s.m.opts.DeadTime,
 		AnswerTimeout:     s.m.opts.AnswerTimeout,
-		OnOpen:            s.serveStream,
+		OnOpen:            onOpen,
 		OnLink:            s.handleLink,
 		OnHeartbeatMiss:   func() { s.m.opts.Observer.HeartbeatMiss(s.name, s.peer) },
 	})
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.streams.Store(ms)
-	s.mu.Unlock()
-	s.flushEarly()
+	s.streams = ms
+	return err
+}
+
+// serve runs the session until it fails or the manager stops, and returns why it ended.
+func (s *session) serve() error {
 	var wg sync.WaitGroup
 	if s.dialer {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.fillLoop() }()
 	}
 	select {
-	case <-ms.Done():
-		s.fail(ms.Err())
+	case <-s.streams.Done():
+		s.fail(s.streams.Err())
 	case <-s.ctx.Done():
 	}
-	ms.Close(context.Cause(s.ctx))
+	s.streams.Close(context.Cause(s.ctx))
 	wg.Wait()
 	return context.Cause(s.ctx)
 }
@@ -165,30 +168,10 @@ func (s *session) handle(t msgType, payload []byte) error {
 	return nil
 }
 
-// send queues a control message. Messages sent before the link connection runs as a
-// session (the manager floods while registering it) wait for it.
+// send queues a control message ahead of stream data.
 func (s *session) send(b []byte) {
-	s.mu.Lock()
-	ms := s.streams.Load()
-	if ms == nil {
-		s.early = append(s.early, b)
-		s.mu.Unlock()
-		return
-	}
-	s.mu.Unlock()
-	if err := ms.SendLink(b); err != nil {
+	if err := s.streams.SendLink(b); err != nil {
 		s.fail(err)
-	}
-}
-
-// flushEarly sends the messages queued before the session ran.
-func (s *session) flushEarly() {
-	s.mu.Lock()
-	early := s.early
-	s.early = nil
-	s.mu.Unlock()
-	for _, b := range early {
-		s.send(b)
 	}
 }
 
@@ -201,20 +184,9 @@ func (s *session) sendLSA(l routes.LSA) {
 	s.send(b)
 }
 
-func (s *session) rtt() time.Duration {
-	if ms := s.streams.Load(); ms != nil {
-		return ms.RTT()
-	}
-	return 0
-}
-
 // openStream opens a stream to the peer carrying req and the client's first bytes.
 func (s *session) openStream(req tunnel.Request, first []byte) (*Stream, error) {
-	ms := s.streams.Load()
-	if ms == nil {
-		return nil, fmt.Errorf("link %q to %q: %w", s.name, s.peer, ErrNoLink)
-	}
-	st, err := ms.Open(req, first)
+	st, err := s.streams.Open(req, first)
 	if err != nil {
 		return nil, fmt.Errorf("link %q to %q: %w", s.name, s.peer, err)
 	}
@@ -491,7 +463,7 @@ func (m *Manager) Status() []LinkStatus {
 		s.mu.Lock()
 		out = append(out, LinkStatus{
 			Name: s.name, Peer: s.peer, Role: role, State: "up", Cost: s.cost,
-			RTT:         s.rtt(),
+			RTT:         s.streams.RTT(),
 			IdleTunnels: len(s.idle), PeerTunnels: len(s.waiting), Active: len(s.active),
 			Misses: s.misses.Load(), Since: s.since,
 		})
