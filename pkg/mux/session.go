@@ -146,7 +146,7 @@ func New(conn net.Conn, o Options) (*Session, error) {
 	}
 	s.w.init(s)
 	s.lastRead.Store(time.Now().UnixNano())
-	br := bufio.NewReaderSize(countingReader{conn, &s.lastRead}, readBufferSize)
+	br := bufio.NewReaderSize(heardReader{conn, &s.lastRead}, readBufferSize)
 	if err := s.exchangePrefaces(br); err != nil {
 		conn.Close()
 		return nil, err
@@ -177,14 +177,14 @@ func (s *Session) exchangePrefaces(br *bufio.Reader) error {
 	return nil
 }
 
-// countingReader notes when a read last brought bytes: any byte proves the peer alive, so a
+// heardReader notes when a read last brought bytes: any byte proves the peer alive, so a
 // saturated link never looks silent and heartbeats need not overtake data to count.
-type countingReader struct {
+type heardReader struct {
 	r    io.Reader
 	last *atomic.Int64 // unix nanoseconds
 }
 
-func (c countingReader) Read(p []byte) (int, error) {
+func (c heardReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	if n > 0 {
 		c.last.Store(time.Now().UnixNano())
@@ -234,7 +234,7 @@ func (s *Session) fail(cause error) {
 		s.w.close()
 		lost := fmt.Errorf("%w: %w", ErrLinkLost, cause)
 		for _, st := range streams {
-			st.failLocal(lost)
+			st.endLocal(lost, false)
 		}
 		close(s.done)
 	})
@@ -287,17 +287,11 @@ func (s *Session) Open(req tunnel.Request, first []byte) (*Stream, error) {
 }
 
 // allocIDLocked returns the next free stream id of this side's parity; ids wrap after 2^31
-// opens, skipping any still in use.
+// opens (keeping their parity), skipping 0 and any still in use.
 func (s *Session) allocIDLocked() uint32 {
 	for {
 		id := s.nextID
 		s.nextID += 2
-		if s.nextID < 3 {
-			s.nextID = id % 2
-			if s.nextID == 0 {
-				s.nextID = 2
-			}
-		}
 		if _, used := s.streams[id]; !used && id != 0 {
 			return id
 		}
@@ -338,8 +332,9 @@ func (s *Session) readFrames(br *bufio.Reader) error {
 		}
 		_, _ = br.Discard(tunnel.FrameHeaderLen)
 		n := int(h.Length)
+		inPlace := n <= br.Size() // read in the buffer; larger link messages get their own
 		var p []byte
-		if n <= br.Size() {
+		if inPlace {
 			if p, err = br.Peek(n); err != nil {
 				return readErr(err)
 			}
@@ -355,7 +350,7 @@ func (s *Session) readFrames(br *bufio.Reader) error {
 		if err := s.handle(h, p); err != nil {
 			return err
 		}
-		if n <= br.Size() {
+		if inPlace {
 			_, _ = br.Discard(n)
 		}
 	}
@@ -531,6 +526,6 @@ func (s *Session) expireAnswers(now time.Time) {
 	}
 	s.smu.Unlock()
 	for _, st := range late {
-		st.resetWith(fmt.Errorf("%w (%v)", ErrAnswerTimeout, s.opts.AnswerTimeout))
+		st.endLocal(fmt.Errorf("%w (%v)", ErrAnswerTimeout, s.opts.AnswerTimeout), true)
 	}
 }

@@ -67,11 +67,18 @@ var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); ret
 // Request is what the peer asked for when it opened this stream.
 func (st *Stream) Request() tunnel.Request { return st.req }
 
-// ID is the stream's number on its session.
-func (st *Stream) ID() uint32 { return st.id }
-
 // receive buffers p (a frame's payload, valid only during the call).
 func (st *Stream) receive(p []byte, fin bool) error {
+	if err := st.buffer(p, fin); err != nil {
+		return err
+	}
+	if fin {
+		st.forgetIfDone()
+	}
+	return nil
+}
+
+func (st *Stream) buffer(p []byte, fin bool) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.rerr != nil {
@@ -96,18 +103,21 @@ func (st *Stream) receive(p []byte, fin bool) error {
 		p = p[k:]
 		st.buffered += k
 	}
-	if fin {
-		st.rfin = true
-	}
+	st.rfin = fin
 	st.cond.Broadcast()
+	return nil
+}
+
+// forgetIfDone drops the stream from its session once both directions have ended: nothing
+// more can arrive for it (bytes already buffered stay readable). It takes the stream's lock
+// and then the session's, never both at once (the sweeper takes them the other way round).
+func (st *Stream) forgetIfDone() {
+	st.mu.Lock()
+	readDone := st.rfin
 	st.mu.Unlock()
-	// Both directions over: nothing more can arrive for the stream (the lock order is
-	// session, then stream, so the session is not taken under the stream's lock).
-	if fin && st.s.w.writeDone(st) {
+	if readDone && st.s.w.writeDone(st) {
 		st.s.remove(st)
 	}
-	st.mu.Lock()
-	return nil
 }
 
 // Read reads stream bytes; io.EOF once the peer has ended its direction and everything before
@@ -275,12 +285,7 @@ func (st *Stream) CloseWrite() error {
 	if _, err := st.s.w.write(st, nil, true); err != nil {
 		return err
 	}
-	st.mu.Lock()
-	over := st.rfin && st.buffered == 0
-	st.mu.Unlock()
-	if over {
-		st.s.remove(st)
-	}
+	st.forgetIfDone()
 	return nil
 }
 
@@ -350,18 +355,8 @@ func (st *Stream) Close() error {
 	st.mu.Lock()
 	clean := st.rfin && st.rerr == nil && st.buffered == 0
 	st.mu.Unlock()
-	if clean && st.s.w.writeDone(st) && st.werrNil() {
-		st.endLocal(ErrClosed, false)
-		return nil
-	}
-	st.endLocal(ErrClosed, true)
+	st.endLocal(ErrClosed, !(clean && st.s.w.finishedCleanly(st)))
 	return nil
-}
-
-func (st *Stream) werrNil() bool {
-	st.s.w.mu.Lock()
-	defer st.s.w.mu.Unlock()
-	return st.werr == nil
 }
 
 // peerReset: the far end aborted the stream.
@@ -372,12 +367,6 @@ func (st *Stream) peerReset(msg string) {
 	}
 	st.endLocal(err, false)
 }
-
-// failLocal: the session under the stream ended.
-func (st *Stream) failLocal(err error) { st.endLocal(err, false) }
-
-// resetWith fails the stream here with err and tells the peer.
-func (st *Stream) resetWith(err error) { st.endLocal(err, true) }
 
 // endLocal ends the stream here: reads and writes fail with err (unless they already
 // failed), buffers go back to the pool, and the session forgets the stream. With tell the

@@ -183,6 +183,13 @@ func (w *writer) failWrites(st *Stream, err error) (wasOpen bool) {
 	return wasOpen
 }
 
+// finishedCleanly reports whether st's direction ended with its FIN queued.
+func (w *writer) finishedCleanly(st *Stream) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return st.finSent && st.werr == nil
+}
+
 // writeDone reports whether st's direction has ended (FIN queued, or failed).
 func (w *writer) writeDone(st *Stream) bool {
 	w.mu.Lock()
