@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/skfwd/skfwd/internal/leakcheck"
 	"github.com/skfwd/skfwd/pkg/datapath"
 )
 
@@ -101,28 +102,9 @@ func (j *joined) assertClosed(t *testing.T) {
 	}
 }
 
-// checkGoroutines fails the test if, once it and its cleanups are done, more goroutines run
-// than before it started. Call it first so its cleanup runs last.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutines: %d before, %d after; stacks:\n%s", before, n, buf)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
+// checkGoroutines fails the test if goroutines outlive it (leakcheck.Goroutines). Call it
+// first so its cleanup runs last.
+func checkGoroutines(t *testing.T) { t.Helper(); leakcheck.Goroutines(t, 5*time.Second) }
 
 // stream writes n pseudo-random bytes from seed to w.
 func stream(w io.Writer, seed uint64, n int64) error {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/skfwd/skfwd/internal/leakcheck"
 	"github.com/skfwd/skfwd/pkg/links"
 )
 
@@ -207,26 +208,8 @@ func eventually(t T, what string, cond func() (bool, string)) {
 	}
 }
 
-// checkGoroutines fails the test if, after it and its later-registered cleanups, more
-// goroutines run than before. Call it first in a test so its cleanup runs last.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(waitLimit)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("goroutines: %d before the test, %d after it\n%s", before, n, stacks())
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
+// checkGoroutines fails the test if goroutines outlive it (leakcheck.Goroutines).
+func checkGoroutines(t *testing.T) { t.Helper(); leakcheck.Goroutines(t, waitLimit) }
 
 func stacks() []byte {
 	buf := make([]byte, 1<<20)

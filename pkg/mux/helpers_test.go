@@ -6,10 +6,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"runtime"
 	"testing"
 	"time"
 
+	"github.com/skfwd/skfwd/internal/leakcheck"
 	"github.com/skfwd/skfwd/pkg/tunnel"
 )
 
@@ -49,7 +49,7 @@ func pair(tb testing.TB, o Options, onOpen func(*Stream)) (dialer, acceptor *Ses
 // sessions runs a dialer session with options do and an accepting one with ao.
 func sessions(tb testing.TB, do, ao Options) (dialer, acceptor *Session) {
 	tb.Helper()
-	before := runtime.NumGoroutine()
+	leakcheck.Goroutines(tb, 5*time.Second)
 	dc, ac := tcpPair(tb)
 	errs := make(chan error, 1)
 	go func() {
@@ -69,26 +69,8 @@ func sessions(tb testing.TB, do, ao Options) (dialer, acceptor *Session) {
 	tb.Cleanup(func() {
 		dialer.Close(nil)
 		acceptor.Close(nil)
-		checkGoroutines(tb, before)
 	})
 	return dialer, acceptor
-}
-
-func checkGoroutines(tb testing.TB, before int) {
-	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= before {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			tb.Errorf("%d goroutines left (started with %d):\n%s", n, before, buf[:runtime.Stack(buf, true)])
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func req(key string) tunnel.Request {

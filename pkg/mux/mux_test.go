@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/skfwd/skfwd/internal/leakcheck"
 	"github.com/skfwd/skfwd/pkg/tunnel"
 )
 
@@ -253,7 +253,7 @@ func TestBulkStreamDoesNotDelayShortOnes(t *testing.T) {
 // declared dead within the dead time, failing its streams.
 func TestSilentPeerDetectedEvenWhileSaturated(t *testing.T) {
 	o := Options{HeartbeatInterval: 50 * time.Millisecond, DeadTime: 300 * time.Millisecond}
-	before := runtime.NumGoroutine()
+	leakcheck.Goroutines(t, 5*time.Second)
 	dc, ac := tcpPair(t)
 	cut := newCuttable(ac)
 	defer ac.Close()
@@ -281,7 +281,6 @@ func TestSilentPeerDetectedEvenWhileSaturated(t *testing.T) {
 	if err := <-errs; err != nil {
 		t.Fatal(err)
 	}
-	defer checkGoroutines(t, before)
 	defer a.Close(nil)
 	defer d.Close(nil)
 	bulk, err := d.Open(req("sink"), nil)

@@ -1,0 +1,31 @@
+// Package leakcheck fails a test that leaves goroutines running.
+package leakcheck
+
+import (
+	"runtime"
+	"testing"
+	"time"
+)
+
+// Goroutines fails tb if, once it and the cleanups registered after this call are done, more
+// goroutines run than before it; it waits up to limit for them to end, then prints every
+// stack. Call it first in a test so its cleanup runs last.
+func Goroutines(tb testing.TB, limit time.Duration) {
+	tb.Helper()
+	before := runtime.NumGoroutine()
+	tb.Cleanup(func() {
+		deadline := time.Now().Add(limit)
+		for {
+			n := runtime.NumGoroutine()
+			if n <= before {
+				return
+			}
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				tb.Errorf("goroutines: %d before the test, %d after it; stacks:\n%s", before, n, buf[:runtime.Stack(buf, true)])
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
