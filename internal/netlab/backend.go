@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Backend is a test server inside a site. It runs in the lab's process so a test can ask it
@@ -37,7 +38,7 @@ type Backend struct {
 	FinFirstReceived atomic.Int64
 	// Errors holds every connection error the backend saw (resets included), in order.
 	errMu  sync.Mutex
-	errors []error
+	errors []ConnError
 }
 
 // StartBackend starts a backend called name listening on addr inside site.
@@ -70,10 +71,11 @@ func (b *Backend) Start() error {
 			b.wg.Add(1)
 			go func() {
 				defer b.wg.Done()
+				start := time.Now()
 				err := b.serve(c)
 				if err != nil {
 					b.errMu.Lock()
-					b.errors = append(b.errors, err)
+					b.errors = append(b.errors, ConnError{Err: err, Lived: time.Since(start)})
 					b.errMu.Unlock()
 				}
 				b.mu.Lock()
@@ -114,11 +116,20 @@ func (b *Backend) Open() int {
 	return len(b.conns)
 }
 
+// ConnError is what a backend connection ended with, and how long it lived: a test can tell
+// the connection it held from a gateway's health probe, which connects and closes at once.
+type ConnError struct {
+	Err   error
+	Lived time.Duration
+}
+
+func (e ConnError) Error() string { return fmt.Sprintf("%v (after %v)", e.Err, e.Lived) }
+
 // Errors returns the connection errors the backend has seen.
-func (b *Backend) Errors() []error {
+func (b *Backend) Errors() []ConnError {
 	b.errMu.Lock()
 	defer b.errMu.Unlock()
-	return append([]error(nil), b.errors...)
+	return append([]ConnError(nil), b.errors...)
 }
 
 // Close stops the backend and waits for its connections to end.

@@ -318,13 +318,18 @@ func TestProtocolsTransferAndClose(t *testing.T) {
 	t.Run("client reset reaches the backend", func(t *testing.T) {
 		c, _, err := netlab.Hold(a, svcAddr, timeout)
 		check(t, err)
+		// Health probes connect and close at once, and their close resets the backend's side
+		// too (its banner is unread): only a reset of a connection that lived as long as ours
+		// is ours.
+		const held = 300 * time.Millisecond
+		time.Sleep(held)
 		errsBefore := len(beB.Errors())
 		_ = c.SetLinger(0)
 		c.Close()
-		// Look among all the backend's new errors: another connection, such as a health
-		// probe's, can add one of its own meanwhile (seen: ENOTCONN from a shutdown).
 		reset := func() bool {
-			return slices.ContainsFunc(beB.Errors()[errsBefore:], func(err error) bool { return errors.Is(err, syscall.ECONNRESET) })
+			return slices.ContainsFunc(beB.Errors()[errsBefore:], func(e netlab.ConnError) bool {
+				return e.Lived >= held && errors.Is(e.Err, syscall.ECONNRESET)
+			})
 		}
 		deadline := time.Now().Add(timeout)
 		for !reset() && time.Now().Before(deadline) {
