@@ -55,8 +55,7 @@ func (b *bounds) key(k string) string {
 	return Other
 }
 
-// site is the source_site or dest_site label for s. An unreadable request's empty site stays
-// empty: one value, documented.
+// site is the source_site or dest_site label for s. An empty site stays empty: one value.
 func (b *bounds) site(s string) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
