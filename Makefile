@@ -46,10 +46,11 @@ lint: ## gofmt, go vet, staticcheck
 docs: ## regenerate docs/metrics.md from pkg/metrics (a unit test fails when it is stale)
 	$(GO) run ./pkg/metrics/cmd/gendoc
 
-fuzz: ## fuzz the tunnel codec for a minute
+fuzz: ## fuzz the tunnel codec and stream frames (30 s each)
 	$(GO) test -run '^$$' -fuzz FuzzReadRequest -fuzztime 30s ./pkg/tunnel/
 	$(GO) test -run '^$$' -fuzz FuzzReadAnswer -fuzztime 30s ./pkg/tunnel/
 	$(GO) test -run '^$$' -fuzz FuzzStreamFrame -fuzztime 30s ./pkg/tunnel/
+	$(GO) test -run '^$$' -fuzz FuzzReadAttach -fuzztime 30s ./pkg/tunnel/
 
 DEMO_ARGS ?=
 

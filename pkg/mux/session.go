@@ -40,6 +40,9 @@ var (
 	ErrSilent = errors.New("peer silent")
 	// ErrClosed: the stream was closed or reset here.
 	ErrClosed = errors.New("stream closed")
+	// ErrMoved: the direction continues on a tunnel (see Stream.SendMove): reads return it
+	// after the last byte sent before the peer's move, writes after this side's.
+	ErrMoved = errors.New("stream moved to a tunnel")
 )
 
 // Options configure a Session. Zero values take the defaults.
@@ -413,7 +416,11 @@ func (s *Session) handle(h tunnel.FrameHeader, p []byte) error {
 	case tunnel.FrameReset:
 		st.peerReset(string(p))
 	case tunnel.FrameMove:
-		return fmt.Errorf("move frames are not supported by this version: %w", tunnel.ErrMalformed)
+		offset, token, err := tunnel.ParseMove(p)
+		if err != nil {
+			return err
+		}
+		return st.moveReceived(offset, token)
 	}
 	return nil
 }

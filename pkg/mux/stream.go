@@ -25,6 +25,7 @@ type Stream struct {
 	queuedIn uint64 // the writer batch holding this stream's last frame
 	werr     error
 	finSent  bool
+	movedOut bool // this side's direction continues on a tunnel
 	sent     int64
 
 	// Read side, guarded by mu.
@@ -35,6 +36,11 @@ type Stream struct {
 	buffered int
 	unacked  int // bytes read since the last window update
 	rfin     bool
+	rmoved   bool  // the peer's direction continues on a tunnel after the buffered bytes
+	received int64 // bytes the peer sent on the stream
+	moveSeen bool  // a move frame arrived (moveToken is set)
+	moveTok  uint64
+	onMove   func(token uint64)
 	rerr     error
 	state    answerState
 	answer   tunnel.Answer
@@ -84,8 +90,8 @@ func (st *Stream) buffer(p []byte, fin bool) error {
 	if st.rerr != nil {
 		return nil // reset or refused here: the peer has not heard yet
 	}
-	if st.rfin {
-		return fmt.Errorf("data on stream %d after its end: %w", st.id, tunnel.ErrMalformed)
+	if st.rfin || st.rmoved {
+		return fmt.Errorf("data on stream %d after its end or move: %w", st.id, tunnel.ErrMalformed)
 	}
 	if st.buffered+len(p) > st.s.opts.Window {
 		return fmt.Errorf("stream %d sent %d bytes past its window of %d: %w", st.id, st.buffered+len(p)-st.s.opts.Window, st.s.opts.Window, tunnel.ErrMalformed)
@@ -102,6 +108,7 @@ func (st *Stream) buffer(p []byte, fin bool) error {
 		*c = append(*c, p[:k]...)
 		p = p[k:]
 		st.buffered += k
+		st.received += int64(k)
 	}
 	st.rfin = fin
 	st.cond.Broadcast()
@@ -113,7 +120,7 @@ func (st *Stream) buffer(p []byte, fin bool) error {
 // and then the session's, never both at once (the sweeper takes them the other way round).
 func (st *Stream) forgetIfDone() {
 	st.mu.Lock()
-	readDone := st.rfin
+	readDone := st.rfin || st.rmoved
 	st.mu.Unlock()
 	if readDone && st.s.w.writeDone(st) {
 		st.s.remove(st)
@@ -145,7 +152,8 @@ func (st *Stream) Read(p []byte) (int, error) {
 }
 
 // WriteTo writes the stream's bytes to w straight from the receive buffers until the peer's
-// end of stream (nil) or a failure of either side.
+// end of stream (nil), its move (ErrMoved, every byte before it written) or a failure of
+// either side.
 func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	for {
@@ -180,16 +188,19 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 	}
 }
 
-// waitDataLocked waits until bytes are buffered (nil), the peer's direction has ended with
-// nothing left (io.EOF), or the stream failed (its error).
+// waitDataLocked waits until bytes are buffered (nil), the peer's direction has ended or
+// moved with nothing left (io.EOF or ErrMoved), or the stream failed (its error).
 func (st *Stream) waitDataLocked() error {
-	for st.buffered == 0 && !st.rfin && st.rerr == nil {
+	for st.buffered == 0 && !st.rfin && !st.rmoved && st.rerr == nil {
 		st.cond.Wait()
 	}
 	if st.rerr != nil {
 		return st.rerr
 	}
 	if st.buffered == 0 {
+		if st.rmoved {
+			return ErrMoved
+		}
 		return io.EOF
 	}
 	return nil
@@ -216,7 +227,7 @@ func (st *Stream) consumeLocked(k int) {
 // takeGrantLocked returns the credit to give back to the peer: read bytes are returned in
 // batches of half a window, so a stream that stays under that costs no window frame at all.
 func (st *Stream) takeGrantLocked() int {
-	if st.unacked < st.s.opts.Window/2 || st.rerr != nil || st.rfin {
+	if st.unacked < st.s.opts.Window/2 || st.rerr != nil || st.rfin || st.rmoved {
 		return 0
 	}
 	g := st.unacked
@@ -237,7 +248,7 @@ func (st *Stream) sendGrant(n int) {
 func (st *Stream) WaitReadable(until func() bool) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	for st.buffered == 0 && !st.rfin && st.rerr == nil && !until() {
+	for st.buffered == 0 && !st.rfin && !st.rmoved && st.rerr == nil && !until() {
 		st.cond.Wait()
 	}
 	return st.rerr
@@ -284,6 +295,64 @@ func (st *Stream) CopyFrom(r io.Reader, buf []byte) (int64, error) {
 func (st *Stream) CloseWrite() error {
 	if _, err := st.s.w.write(st, nil, true); err != nil {
 		return err
+	}
+	st.forgetIfDone()
+	return nil
+}
+
+// SendMove ends this side's direction on the stream after the bytes already written: they
+// continue on the tunnel attached with token, in order, and the peer's reads return ErrMoved
+// after the last byte before the move. On a direction that has already ended it asks the peer
+// to move its own direction there.
+func (st *Stream) SendMove(token uint64) error {
+	if err := st.s.w.move(st, token); err != nil {
+		return err
+	}
+	st.forgetIfDone()
+	return nil
+}
+
+// OnMove sets fn to be called, on the session's reading goroutine, when the peer's move frame
+// arrives (at once if it has already): fn must not block. It lets the end that did not start a
+// move move its own direction, which its reads alone would not tell it once they have ended.
+func (st *Stream) OnMove(fn func(token uint64)) {
+	st.mu.Lock()
+	st.onMove = fn
+	seen, tok := st.moveSeen, st.moveTok
+	st.mu.Unlock()
+	if seen && fn != nil {
+		fn(tok)
+	}
+}
+
+// MoveToken returns the token of the peer's move, if one arrived.
+func (st *Stream) MoveToken() (uint64, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.moveTok, st.moveSeen
+}
+
+// moveReceived acts on the peer's move frame: at offset, which must be where its bytes on the
+// stream end, its direction continues on the tunnel token names.
+func (st *Stream) moveReceived(offset, token uint64) error {
+	st.mu.Lock()
+	if st.rerr != nil {
+		st.mu.Unlock()
+		return nil // ended here: the peer has not heard yet
+	}
+	if st.moveSeen || offset != uint64(st.received) {
+		st.mu.Unlock()
+		return fmt.Errorf("move of stream %d at offset %d, after %d bytes (moved before: %v): %w", st.id, offset, st.received, st.moveSeen, tunnel.ErrMalformed)
+	}
+	st.moveSeen, st.moveTok = true, token
+	if !st.rfin {
+		st.rmoved = true
+		st.cond.Broadcast()
+	}
+	fn := st.onMove
+	st.mu.Unlock()
+	if fn != nil {
+		fn(token)
 	}
 	st.forgetIfDone()
 	return nil
@@ -349,11 +418,11 @@ func (st *Stream) Refuse(reason tunnel.Reason, msg string) {
 // Reset aborts the stream both ways; the peer's reads and writes fail with ErrReset.
 func (st *Stream) Reset() { st.endLocal(ErrClosed, true) }
 
-// Close releases the stream: a stream whose both directions ended cleanly just goes; any
-// other is reset, so the peer never waits on a stream nobody serves.
+// Close releases the stream: a stream whose both directions ended or moved cleanly just
+// goes; any other is reset, so the peer never waits on a stream nobody serves.
 func (st *Stream) Close() error {
 	st.mu.Lock()
-	clean := st.rfin && st.rerr == nil && st.buffered == 0
+	clean := (st.rfin || st.rmoved) && st.rerr == nil && st.buffered == 0
 	st.mu.Unlock()
 	st.endLocal(ErrClosed, !(clean && st.s.w.finishedCleanly(st)))
 	return nil
@@ -377,7 +446,7 @@ func (st *Stream) endLocal(err error, tell bool) {
 	if first {
 		st.rerr = err
 	}
-	readOpen := !st.rfin
+	readOpen := !st.rfin && !st.rmoved
 	for i, c := range st.chunks {
 		if i == 0 && st.lending {
 			continue // WriteTo is still writing from it: leave it to the garbage collector

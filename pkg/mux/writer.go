@@ -138,6 +138,9 @@ func (w *writer) write(st *Stream, p []byte, fin bool) (int, error) {
 		if w.closed {
 			return done, ErrLinkLost
 		}
+		if st.movedOut {
+			return done, ErrMoved
+		}
 		if st.finSent {
 			return done, ErrClosed
 		}
@@ -162,6 +165,25 @@ func (w *writer) write(st *Stream, p []byte, fin bool) (int, error) {
 	}
 }
 
+// move queues st's move frame behind its data: the direction moves when it is still open,
+// else the frame only asks the peer to move its own.
+func (w *writer) move(st *Stream, token uint64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case st.werr != nil:
+		return st.werr
+	case w.closed:
+		return ErrLinkLost
+	case st.movedOut:
+		return ErrMoved
+	}
+	w.data = tunnel.AppendMove(w.data, st.id, uint64(st.sent), token)
+	st.movedOut = !st.finSent
+	w.wake.Signal()
+	return nil
+}
+
 // grant adds credit the peer granted to st.
 func (w *writer) grant(st *Stream, credit int) {
 	w.mu.Lock()
@@ -175,7 +197,7 @@ func (w *writer) grant(st *Stream, credit int) {
 func (w *writer) failWrites(st *Stream, err error) (wasOpen bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	wasOpen = st.werr == nil && !st.finSent
+	wasOpen = st.werr == nil && !st.finSent && !st.movedOut
 	if st.werr == nil {
 		st.werr = err
 	}
@@ -183,16 +205,16 @@ func (w *writer) failWrites(st *Stream, err error) (wasOpen bool) {
 	return wasOpen
 }
 
-// finishedCleanly reports whether st's direction ended with its FIN queued.
+// finishedCleanly reports whether st's direction ended with its FIN or move queued.
 func (w *writer) finishedCleanly(st *Stream) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return st.finSent && st.werr == nil
+	return (st.finSent || st.movedOut) && st.werr == nil
 }
 
-// writeDone reports whether st's direction has ended (FIN queued, or failed).
+// writeDone reports whether st's direction has ended (FIN or move queued, or failed).
 func (w *writer) writeDone(st *Stream) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return st.finSent || st.werr != nil
+	return st.finSent || st.movedOut || st.werr != nil
 }

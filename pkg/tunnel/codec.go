@@ -31,6 +31,7 @@ const (
 
 	frameRequest = 1
 	frameAnswer  = 2
+	frameAttach  = 3
 
 	maxRoutingKey = 200
 	maxSiteName   = 63
@@ -200,6 +201,39 @@ func ReadAnswer(r io.Reader) (Answer, error) {
 	}
 	if a.Status != StatusOK && a.Status != StatusRefused {
 		return Answer{}, fmt.Errorf("read answer: status %d: %w", a.Status, ErrMalformed)
+	}
+	return a, nil
+}
+
+// Attach is the first and only frame on a tunnel that takes over a stream moved off a link
+// connection: Token is the one the stream's move frame carries, which pairs the two up.
+type Attach struct {
+	Token uint64
+}
+
+// Append appends a's encoded frame to b.
+func (a Attach) Append(b []byte) []byte {
+	start := len(b)
+	b = appendHeader(b, frameAttach)
+	b = binary.BigEndian.AppendUint64(b, a.Token)
+	return finishFrame(b, start)
+}
+
+// ReadAttach reads exactly one attach frame from r and nothing after it; whatever follows is
+// the moved connection's bytes. A request frame (a peer carrying connections on tunnels, as
+// versions before streams did) is ErrUnexpectedFrame. EOF handling is as for ReadRequest.
+func ReadAttach(r io.Reader) (Attach, error) {
+	body, err := readFrame(r, frameAttach)
+	if err == io.EOF {
+		return Attach{}, io.EOF
+	}
+	if err != nil {
+		return Attach{}, fmt.Errorf("read attach: %w", err)
+	}
+	d := decoder{b: body}
+	a := Attach{Token: d.uint64()}
+	if err := d.finish(); err != nil {
+		return Attach{}, fmt.Errorf("read attach: %w", err)
 	}
 	return a, nil
 }

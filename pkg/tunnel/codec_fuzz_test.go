@@ -67,3 +67,24 @@ func FuzzReadAnswer(f *testing.F) {
 		}
 	})
 }
+
+func FuzzReadAttach(f *testing.F) {
+	f.Add(Attach{Token: 7}.Append(nil))
+	f.Add(append(Attach{Token: 1 << 63}.Append(nil), "moved bytes"...))
+	f.Add(goldenRequestBytes)
+	f.Add([]byte{'S', 'K', 1, 3, 0, 7, 1, 2, 3, 4, 5, 6, 7})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := bytes.NewReader(data)
+		a, err := ReadAttach(r)
+		if err != nil {
+			if !knownError(err) {
+				t.Fatalf("unexpected error kind: %v", err)
+			}
+			return
+		}
+		consumed := data[:len(data)-r.Len()]
+		if enc := a.Append(nil); !bytes.Equal(enc, consumed) {
+			t.Fatalf("re-encoded %v, consumed %v", enc, consumed)
+		}
+	})
+}

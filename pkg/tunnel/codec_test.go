@@ -290,3 +290,23 @@ func TestStatusString(t *testing.T) {
 		}
 	}
 }
+
+func TestAttachRoundTripLeavesTheMovedBytes(t *testing.T) {
+	b := append(Attach{Token: 0x0123456789abcdef}.Append(nil), "moved"...)
+	r := bytes.NewReader(b)
+	a, err := ReadAttach(r)
+	if err != nil || a.Token != 0x0123456789abcdef {
+		t.Fatalf("attach %+v, %v", a, err)
+	}
+	if rest, _ := io.ReadAll(r); string(rest) != "moved" {
+		t.Fatalf("after the attach: %q", rest)
+	}
+	if _, err := ReadAttach(bytes.NewReader(goldenRequestBytes)); !errors.Is(err, ErrUnexpectedFrame) {
+		t.Fatalf("a request read as an attach: %v", err)
+	}
+	short := Attach{Token: 1}.Append(nil)
+	short[5] = 7 // body of 7 bytes, one short of the token
+	if _, err := ReadAttach(bytes.NewReader(short[:len(short)-1])); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("short attach: %v", err)
+	}
+}

@@ -38,7 +38,7 @@ const (
 	FrameReset  FrameType = 5 // the stream is aborted both ways; payload: optional text
 	FramePing   FrameType = 6 // stream 0; payload: 8 opaque bytes; FlagAck: the answer to one
 	FrameLink   FrameType = 7 // stream 0; payload: a link-level control message (links package)
-	FrameMove   FrameType = 8 // payload: uint64 offset, then a tunnel token: the direction continues there
+	FrameMove   FrameType = 8 // payload: uint64 offset, uint64 tunnel token: the direction continues there
 )
 
 // Frame flags.
@@ -108,12 +108,11 @@ func checkFixedLength(h FrameHeader) error {
 		want = 4
 	case FramePing:
 		want = 8
+	case FrameMove:
+		want = 16
 	}
 	if want >= 0 && int(h.Length) != want {
 		return fmt.Errorf("frame type %d with payload of %d bytes, want %d: %w", h.Type, h.Length, want, ErrMalformed)
-	}
-	if h.Type == FrameMove && h.Length < 8 {
-		return fmt.Errorf("move frame with payload of %d bytes, want at least 8: %w", h.Length, ErrMalformed)
 	}
 	return nil
 }
@@ -189,19 +188,20 @@ func ParseAnswerFrame(p []byte) (Answer, error) {
 }
 
 // AppendMove appends a move frame: the sender's direction of stream id continues, after
-// offset bytes on the stream, on the tunnel named by token.
-func AppendMove(b []byte, id uint32, offset uint64, token []byte) []byte {
-	b = AppendFrameHeader(b, FrameHeader{Type: FrameMove, Stream: id, Length: uint32(8 + len(token))})
+// offset bytes on the stream, on the tunnel attached with token. Sent after the direction
+// ended (offset is then where it ended), it asks the receiver to move its own direction.
+func AppendMove(b []byte, id uint32, offset, token uint64) []byte {
+	b = AppendFrameHeader(b, FrameHeader{Type: FrameMove, Stream: id, Length: 16})
 	b = binary.BigEndian.AppendUint64(b, offset)
-	return append(b, token...)
+	return binary.BigEndian.AppendUint64(b, token)
 }
 
-// ParseMove decodes a move frame's payload; token is a subslice of p.
-func ParseMove(p []byte) (offset uint64, token []byte, err error) {
-	if len(p) < 8 {
-		return 0, nil, fmt.Errorf("move payload of %d bytes: %w", len(p), ErrMalformed)
+// ParseMove decodes a move frame's payload.
+func ParseMove(p []byte) (offset, token uint64, err error) {
+	if len(p) != 16 {
+		return 0, 0, fmt.Errorf("move payload of %d bytes, want 16: %w", len(p), ErrMalformed)
 	}
-	return binary.BigEndian.Uint64(p), p[8:], nil
+	return binary.BigEndian.Uint64(p), binary.BigEndian.Uint64(p[8:]), nil
 }
 
 // finishPayload fills in the payload length of the frame that starts at b[start].

@@ -36,12 +36,12 @@ func TestStreamFramesRoundTrip(t *testing.T) {
 		t.Fatalf("window %d, %v", got, err)
 	}
 
-	m := AppendMove(nil, 6, 1<<40, []byte("token"))
+	m := AppendMove(nil, 6, 1<<40, 0xfeedface)
 	if h, err := ParseFrameHeader(m); err != nil || h.Type != FrameMove {
 		t.Fatalf("move header %+v, %v", h, err)
 	}
-	if off, tok, err := ParseMove(m[FrameHeaderLen:]); err != nil || off != 1<<40 || string(tok) != "token" {
-		t.Fatalf("move %d %q %v", off, tok, err)
+	if off, tok, err := ParseMove(m[FrameHeaderLen:]); err != nil || off != 1<<40 || tok != 0xfeedface {
+		t.Fatalf("move %d %#x %v", off, tok, err)
 	}
 
 	p := AppendPreface(nil, 256<<10)
@@ -71,6 +71,7 @@ func TestFrameHeaderRejects(t *testing.T) {
 		"window of 3 bytes":      {hdr(FrameWindow, 0, 1, 3), ErrMalformed},
 		"ping of 9 bytes":        {hdr(FramePing, 0, 0, 9), ErrMalformed},
 		"move without an offset": {hdr(FrameMove, 0, 1, 7), ErrMalformed},
+		"move with a long token":  {hdr(FrameMove, 0, 1, 20), ErrMalformed},
 	} {
 		if _, err := ParseFrameHeader(tc.b); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", name, err, tc.want)
@@ -104,7 +105,7 @@ func FuzzStreamFrame(f *testing.F) {
 	f.Add(open)
 	f.Add(AppendAnswerFrame(nil, 4, Answer{Status: StatusOK}))
 	f.Add(AppendWindow(nil, 5, 1))
-	f.Add(AppendMove(nil, 6, 9, []byte("t")))
+	f.Add(AppendMove(nil, 6, 9, 42))
 	f.Add(AppendFrameHeader(nil, FrameHeader{Type: FramePing, Length: 8}))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
