@@ -37,6 +37,8 @@ type Result struct {
 	// Promoted: the connection went to the kernel path; Demoted: a direction of it came back
 	// to userspace because its reader was slower than its writer.
 	Promoted, Demoted bool
+	// Moved: the connection left its stream for a tunnel of its own (JoinStream).
+	Moved bool
 }
 
 // Userspace splices with splice(2): io.Copy between two *net.TCPConn uses it.

@@ -23,9 +23,14 @@ var streamBufs = sync.Pool{New: func() any { b := make([]byte, streamBufSize); r
 // reset both ways, and closes both before it returns. AToB counts conn's bytes onto the
 // stream, BToA the stream's bytes onto conn. A failure of the link connection under st
 // resets conn.
-func JoinStream(conn *net.TCPConn, st *mux.Stream) Result {
+//
+// With a Mover the connection may move onto a tunnel (see Mover); nil keeps it on st.
+func JoinStream(conn *net.TCPConn, st *mux.Stream, m *Mover) Result {
+	if m != nil {
+		return joinMovable(conn, st, m)
+	}
 	return joinDirections(
-		func() (int64, error) { return socketToStream(conn, st) },
+		func() (int64, error) { return socketToStream(conn, st, nil) },
 		func() (int64, error) { return streamTo(st, conn) },
 		func() { st.Reset(); Abort(conn) },
 		func() { conn.Close(); st.Close() })
@@ -82,14 +87,18 @@ func streamTo(st *mux.Stream, w halfCloser) (int64, error) {
 
 // socketToStream copies conn onto st until conn's end of stream, which it passes on as the
 // stream's half-close. It waits for conn to be readable before taking a buffer, so an idle
-// connection holds none.
-func socketToStream(conn *net.TCPConn, st *mux.Stream) (int64, error) {
+// connection holds none. With mv, it stops at a byte boundary when a move is due and sends
+// the move instead (errMoved).
+func socketToStream(conn *net.TCPConn, st *mux.Stream, mv *mover) (int64, error) {
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		return 0, err
 	}
 	var total int64
 	for {
+		if mv != nil && mv.want.Load() {
+			return total, mv.sendMove()
+		}
 		bp := streamBufs.Get().(*[]byte)
 		var n int
 		var rerr error
@@ -112,11 +121,19 @@ func socketToStream(conn *net.TCPConn, st *mux.Stream) (int64, error) {
 				return total, werr
 			}
 			total += int64(n)
+			if mv != nil {
+				mv.count(n)
+			}
 			continue
 		}
 		streamBufs.Put(bp)
-		if err != nil {
+		switch {
+		case mv.interrupted(err):
+			continue
+		case err != nil:
 			return total, err
+		case mv != nil:
+			return total, mv.endOfStream()
 		}
 		return total, st.CloseWrite() // n == 0: end of stream
 	}

@@ -215,7 +215,7 @@ func (g *Gateway) toSite(key string, flowID uint64, site string, client *net.TCP
 		return false, fmt.Errorf("site %q: %w", site, err)
 	}
 	g.metrics.Committed(key, site, time.Since(start))
-	res := datapath.JoinStream(client, st.Stream)
+	res := datapath.JoinStream(client, st.Stream, nil)
 	g.endFlow(start, flowLog{key: key, source: g.self, dest: site, target: site, retries: retries}, res, int64(len(first.buf)))
 	return true, nil
 }
@@ -445,7 +445,7 @@ func (g *Gateway) deliver(st *links.Stream, req tunnel.Request) {
 			return
 		}
 		g.metrics.Delivered(req.RoutingKey, req.SourceSite, c.cfg.Name)
-		res := datapath.JoinStream(backend, st.Stream)
+		res := datapath.JoinStream(backend, st.Stream, nil)
 		release()
 		g.logFlow(start, flowLog{key: req.RoutingKey, source: req.SourceSite, dest: g.self, target: c.cfg.Name,
 			toTarget: res.BToA, toClient: res.AToB, outcome: resultOutcome(res), retries: len(tried) - 1, path: resultPath(res), err: res.Err})

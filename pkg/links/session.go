@@ -49,6 +49,7 @@ type session struct {
 	dead      bool
 	active    map[*Tunnel]struct{}
 	waiting   map[*net.TCPConn]struct{} // tunnels waiting for the peer's request
+	attached  map[uint64]chan *Tunnel   // moves: tunnels the peer attached, by token
 	outTarget int                       // dialer: idle tunnels to keep for our requests
 	inTarget  int                       // dialer: idle tunnels to keep for the peer's requests
 	dialing   [2]int                    // dialer: tunnel dials in flight, out and in
@@ -63,6 +64,7 @@ func (m *Manager) newSession(name, peer string, dialer bool, c *net.TCPConn, cos
 		refill:    make(chan struct{}, 1),
 		active:    map[*Tunnel]struct{}{},
 		waiting:   map[*net.TCPConn]struct{}{},
+		attached:  map[uint64]chan *Tunnel{},
 		outTarget: m.opts.PoolSize,
 		inTarget:  m.opts.PoolSize,
 	}
@@ -190,12 +192,12 @@ func (s *session) openStream(req tunnel.Request, first []byte) (*Stream, error) 
 	if err != nil {
 		return nil, fmt.Errorf("link %q to %q: %w", s.name, s.peer, err)
 	}
-	return &Stream{Stream: st, Peer: s.peer, Link: s.name}, nil
+	return &Stream{Stream: st, Peer: s.peer, Link: s.name, s: s}, nil
 }
 
 // serveStream hands a stream the peer opened to the gateway.
 func (s *session) serveStream(st *mux.Stream) {
-	s.m.opts.OnStream(&Stream{Stream: st, Peer: s.peer, Link: s.name})
+	s.m.opts.OnStream(&Stream{Stream: st, Peer: s.peer, Link: s.name, s: s})
 }
 
 // Stream is a client connection carried as a stream on a link.
@@ -203,6 +205,7 @@ type Stream struct {
 	*mux.Stream
 	Peer string // the neighbor site at the other end
 	Link string
+	s    *session
 }
 
 // teardown runs once the session is out of the routes: every tunnel on it is closed, and the
@@ -262,38 +265,18 @@ func (s *session) track(c *net.TCPConn) (*Tunnel, error) {
 
 // take returns an idle tunnel for a new request, or makes one.
 func (s *session) take(ctx context.Context) (*Tunnel, error) {
-	for {
-		select {
-		case c := <-s.idle:
-			s.kick()
-			if !idleAlive(c) {
-				c.Close()
-				continue
-			}
-			return s.track(c)
-		default:
-		}
-		break
+	if c := s.popIdle(); c != nil {
+		return s.track(c)
 	}
-	s.misses.Add(1)
-	s.m.opts.Observer.PoolMiss(s.name, s.peer)
+	s.miss()
 	if s.dialer {
-		s.mu.Lock()
-		s.outTarget = min(s.outTarget*2+1, maxPool)
-		s.mu.Unlock()
-		s.kick()
 		c, _, err := s.m.dialAuthenticated(ctx, s.addr, s.name, s.secret, auth.TunnelOut)
 		if err != nil {
 			return nil, fmt.Errorf("link %q: dial tunnel: %w", s.name, err)
 		}
 		return s.track(c)
 	}
-	// Only the dialing side dials; ask it for more and wait for one to arrive.
-	b, err := encodeMsg(msgWant, wantMsg{N: 1})
-	if err != nil {
-		return nil, err
-	}
-	s.send(b)
+	// Only the dialing side dials: miss asked it for more; wait for one to arrive.
 	timer := time.NewTimer(takeTimeout)
 	defer timer.Stop()
 	for {
@@ -310,6 +293,23 @@ func (s *session) take(ctx context.Context) (*Tunnel, error) {
 			return nil, fmt.Errorf("link %q to %q: %w", s.name, s.peer, ErrNoLink)
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		}
+	}
+}
+
+// popIdle takes a live idle tunnel off the pool (and has the filler replace it), or returns
+// nil when none is left.
+func (s *session) popIdle() *net.TCPConn {
+	for {
+		select {
+		case c := <-s.idle:
+			s.kick()
+			if idleAlive(c) {
+				return c
+			}
+			c.Close()
+		default:
+			return nil
 		}
 	}
 }

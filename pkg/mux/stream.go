@@ -70,6 +70,9 @@ const chunkSize = 16 << 10
 
 var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
 
+// ID is the stream's number on its session: unique there while the session lives.
+func (st *Stream) ID() uint32 { return st.id }
+
 // Request is what the peer asked for when it opened this stream.
 func (st *Stream) Request() tunnel.Request { return st.req }
 
