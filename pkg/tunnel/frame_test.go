@@ -71,7 +71,7 @@ func TestFrameHeaderRejects(t *testing.T) {
 		"window of 3 bytes":      {hdr(FrameWindow, 0, 1, 3), ErrMalformed},
 		"ping of 9 bytes":        {hdr(FramePing, 0, 0, 9), ErrMalformed},
 		"move without an offset": {hdr(FrameMove, 0, 1, 7), ErrMalformed},
-		"move with a long token":  {hdr(FrameMove, 0, 1, 20), ErrMalformed},
+		"move with a long token": {hdr(FrameMove, 0, 1, 20), ErrMalformed},
 	} {
 		if _, err := ParseFrameHeader(tc.b); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", name, err, tc.want)
