@@ -640,6 +640,8 @@ func TestSettingsSet(t *testing.T) {
 		{"pprof", "on", func(s Settings) bool { return s.Pprof }, ""},
 		{"pprof", "off", func(s Settings) bool { return !s.Pprof }, ""},
 		{"pprof", "yes", nil, `"yes" is not on or off`},
+		{"access-log", "on", func(s Settings) bool { return s.AccessLog }, ""},
+		{"access-log", "1", nil, `"1" is not on or off`},
 		{"admin-address", "[::1]:9000", func(s Settings) bool { return s.AdminAddress == "[::1]:9000" }, ""},
 		{"admin-address", ":9000", func(s Settings) bool { return s.AdminAddress == ":9000" }, ""},
 		{"admin-address", "localhost", nil, `"localhost" is not host:port`},
@@ -711,6 +713,8 @@ func TestSettingsGetRoundTrip(t *testing.T) {
 		"answer-timeout":        "5s",
 		"tunnel-pool-size":      "8",
 		"first-bytes-limit":     "65536",
+		"stream-window":         "262144",
+		"move-bytes":            "1048576",
 		"reconnect-max-backoff": "5s",
 		"data-path":             "auto",
 		"promote-bytes":         "1048576",
@@ -718,12 +722,13 @@ func TestSettingsGetRoundTrip(t *testing.T) {
 		"max-promoted":          "32768",
 		"max-kernel-backlog":    "4194304",
 		"pprof":                 "off",
+		"access-log":            "off",
 	}
 	d := DefaultSettings()
 	keys := SettingKeys()
 	wantKeys := []string{"admin-address", "state-dir", "heartbeat-interval", "link-dead-time", "probe-interval",
-		"connect-timeout", "answer-timeout", "tunnel-pool-size", "first-bytes-limit", "reconnect-max-backoff",
-		"data-path", "promote-bytes", "promote-after", "max-promoted", "max-kernel-backlog", "pprof"}
+		"connect-timeout", "answer-timeout", "tunnel-pool-size", "first-bytes-limit", "stream-window", "move-bytes", "reconnect-max-backoff",
+		"data-path", "promote-bytes", "promote-after", "max-promoted", "max-kernel-backlog", "pprof", "access-log"}
 	if !reflect.DeepEqual(keys, wantKeys) {
 		t.Fatalf("SettingKeys() = %q, want %q", keys, wantKeys)
 	}

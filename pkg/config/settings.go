@@ -19,6 +19,7 @@ var ErrUnknownSetting = errors.New("unknown setting")
 type Settings struct {
 	AdminAddress string // host:port of the admin/metrics server; "" means off
 	Pprof        bool   // serve /debug/pprof on the admin address
+	AccessLog    bool   // a log line for every connection that ends, not only failures
 	StateDir     string
 
 	HeartbeatInterval   time.Duration
@@ -30,6 +31,8 @@ type Settings struct {
 
 	TunnelPoolSize  int // idle pre-established tunnels kept per pool
 	FirstBytesLimit int // client bytes buffered until the tunnel answer
+	StreamWindow    int // receive window of each stream on a link connection
+	MoveBytes       int // bytes (both ways) after which a connection moves off its stream; 0: never
 
 	DataPath     string        // "auto", "sockmap" or "userspace"
 	PromoteBytes int           // bytes one direction moves before the connection goes to the kernel path
@@ -57,6 +60,8 @@ func DefaultSettings() Settings {
 		AnswerTimeout:       5 * time.Second,
 		TunnelPoolSize:      8,
 		FirstBytesLimit:     65536,
+		StreamWindow:        256 << 10,
+		MoveBytes:           1 << 20,
 		ReconnectMaxBackoff: 5 * time.Second,
 		DataPath:            DataPathAuto,
 		PromoteBytes:        1 << 20,
@@ -114,6 +119,10 @@ var settingTable = []setting{
 	durationSetting("answer-timeout", func(s *Settings) *time.Duration { return &s.AnswerTimeout }, 1),
 	intSetting("tunnel-pool-size", func(s *Settings) *int { return &s.TunnelPoolSize }, 0, 1024),
 	intSetting("first-bytes-limit", func(s *Settings) *int { return &s.FirstBytesLimit }, 1024, 1048576),
+	// Below a frame the window would stall every stream on each round trip; above 16 MiB one
+	// stream could hold more than a gateway should for a single reader.
+	intSetting("stream-window", func(s *Settings) *int { return &s.StreamWindow }, 16<<10, 16<<20),
+	intSetting("move-bytes", func(s *Settings) *int { return &s.MoveBytes }, 0, 1<<30),
 	// A floor on the backoff cap keeps a flapping peer from being redialed in
 	// a tight loop.
 	durationSetting("reconnect-max-backoff", func(s *Settings) *time.Duration { return &s.ReconnectMaxBackoff }, 100*time.Millisecond),
@@ -133,25 +142,32 @@ var settingTable = []setting{
 	durationSetting("promote-after", func(s *Settings) *time.Duration { return &s.PromoteAfter }, 1),
 	intSetting("max-promoted", func(s *Settings) *int { return &s.MaxPromoted }, 16, 1<<20),
 	intSetting("max-kernel-backlog", func(s *Settings) *int { return &s.MaxBacklog }, 64<<10, 1<<30),
-	{
-		// Off by default: profiles show what the process is doing (and the CPU profile
-		// costs while it runs) to anyone who reaches the admin address.
-		key: "pprof",
+	// Off by default: profiles show what the process is doing (and the CPU profile costs
+	// while it runs) to anyone who reaches the admin address.
+	onOffSetting("pprof", func(s *Settings) *bool { return &s.Pprof }, "to serve /debug/pprof on the admin address"),
+	// Off by default: a line per connection costs more CPU than the rest of a short
+	// connection's bookkeeping (make bench profile), and failures are logged either way.
+	onOffSetting("access-log", func(s *Settings) *bool { return &s.AccessLog }, "to log a line for every connection that ends"),
+}
+
+func onOffSetting(key string, field func(*Settings) *bool, what string) setting {
+	return setting{
+		key: key,
 		set: func(s *Settings, v string) (string, string) {
 			switch v {
 			case "on", "off":
-				s.Pprof = v == "on"
+				*field(s) = v == "on"
 				return "", ""
 			}
-			return fmt.Sprintf("%q is not on or off", v), "use on to serve /debug/pprof on the admin address, or off"
+			return fmt.Sprintf("%q is not on or off", v), "use on " + what + ", or off"
 		},
 		get: func(s *Settings) string {
-			if s.Pprof {
+			if *field(s) {
 				return "on"
 			}
 			return "off"
 		},
-	},
+	}
 }
 
 func durationSetting(key string, field func(*Settings) *time.Duration, min time.Duration) setting {

@@ -215,7 +215,11 @@ func (g *Gateway) toSite(key string, flowID uint64, site string, client *net.TCP
 		return false, fmt.Errorf("site %q: %w", site, err)
 	}
 	g.metrics.Committed(key, site, time.Since(start))
-	res := datapath.JoinStream(client, st.Stream, nil)
+	var mv *datapath.Mover
+	if route.NextHop == site {
+		mv = g.startsMoves(st)
+	}
+	res := datapath.JoinStream(client, st.Stream, mv)
 	g.endFlow(start, flowLog{key: key, source: g.self, dest: site, target: site, retries: retries}, res, int64(len(first.buf)))
 	return true, nil
 }
@@ -368,26 +372,58 @@ func (p *pump) stop() error {
 	return err
 }
 
-// serveTunnel serves a tunnel on which a neighbor sent a request. Client connections travel
-// as streams now; tunnels will carry only connections moved off the streams, so a request on
-// one is read (a malformed one is logged) and refused.
+// serveTunnel serves a tunnel on which a neighbor sent its first frame: an attach, which pairs
+// the tunnel with the stream moving onto it. Client connections travel as streams, so a
+// request on a tunnel (a peer of an older version) is refused like a malformed frame: counted,
+// logged (rate-limited), and only this tunnel is lost.
 func (g *Gateway) serveTunnel(t *links.Tunnel) {
-	defer t.Done()
 	_ = t.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	msg, why := "request on a tunnel refused: this version carries connections as streams", "connections travel as streams on the link connection"
-	attrs := []any{"link", t.Link, "peer", t.Peer}
-	req, err := tunnel.ReadRequest(t.Conn)
-	if err != nil {
-		msg, why = "bad tunnel request, tunnel closed", "unreadable request"
-		attrs = append(attrs, "err", err)
-	} else {
-		attrs = append(attrs, "routing_key", req.RoutingKey)
+	a, err := tunnel.ReadAttach(t.Conn)
+	if err == nil {
+		_ = t.Conn.SetReadDeadline(time.Time{})
+		t.Attach(a.Token)
+		return
 	}
-	// Only this tunnel is lost. The answer says why, so a peer of another version does not
-	// take it for a failed backend.
+	defer t.Done()
+	why := "unreadable first frame"
+	if errors.Is(err, tunnel.ErrUnexpectedFrame) {
+		why = "a request on a tunnel: this version carries connections as streams, upgrade the peer"
+	}
+	// The answer says why, so a peer of another version does not take it for a failed backend.
 	g.metrics.BadRequest()
-	g.badLog.Warn(tunnel.ReasonBadRequest.String(), msg, attrs...)
+	g.badLog.Warn(tunnel.ReasonBadRequest.String(), "bad tunnel request, tunnel closed",
+		"link", t.Link, "peer", t.Peer, "why", why, "err", err)
 	g.refuse(t.Conn, tunnel.ReasonBadRequest, why)
+}
+
+// startsMoves lets a connection this site opened to a neighbor move onto a tunnel of the link
+// once it proves bulk (the move-bytes setting); streams through a transit site stay streams.
+func (g *Gateway) startsMoves(st *links.Stream) *datapath.Mover {
+	if g.settings.MoveBytes == 0 {
+		return nil
+	}
+	return &datapath.Mover{
+		After: int64(g.settings.MoveBytes),
+		Take:  g.moveTunnel(st, st.TakeTunnel, metrics.MoveNoTunnel),
+		Path:  g.path,
+	}
+}
+
+// followsMoves lets a connection a neighbor opened here follow its move.
+func (g *Gateway) followsMoves(st *links.Stream) *datapath.Mover {
+	return &datapath.Mover{Await: g.moveTunnel(st, st.AwaitTunnel, metrics.MoveNoAttach), Path: g.path}
+}
+
+// moveTunnel gets st's tunnel with get, counting a failure under result.
+func (g *Gateway) moveTunnel(st *links.Stream, get func() (*links.Tunnel, error), result string) func() (datapath.Tunnel, error) {
+	return func() (datapath.Tunnel, error) {
+		t, err := get()
+		if err != nil {
+			g.metrics.Move(result)
+			return datapath.Tunnel{}, err
+		}
+		return datapath.Tunnel{Conn: t.Conn, Token: st.Token(), Ctx: t.Context(), Done: t.Done}, nil
+	}
 }
 
 // serveStream serves a stream a neighbor opened: deliver it to a local connector when this
@@ -445,10 +481,18 @@ func (g *Gateway) deliver(st *links.Stream, req tunnel.Request) {
 			return
 		}
 		g.metrics.Delivered(req.RoutingKey, req.SourceSite, c.cfg.Name)
-		res := datapath.JoinStream(backend, st.Stream, nil)
+		var mv *datapath.Mover
+		if req.SourceSite == st.Peer {
+			mv = g.followsMoves(st)
+		}
+		res := datapath.JoinStream(backend, st.Stream, mv)
 		release()
+		if res.Moved {
+			g.metrics.Move(metrics.MoveMoved)
+		}
 		g.logFlow(start, flowLog{key: req.RoutingKey, source: req.SourceSite, dest: g.self, target: c.cfg.Name,
-			toTarget: res.BToA, toClient: res.AToB, outcome: resultOutcome(res), retries: len(tried) - 1, path: resultPath(res), err: res.Err})
+			toTarget: res.BToA, toClient: res.AToB, outcome: resultOutcome(res), retries: len(tried) - 1,
+			path: resultPath(res), moved: res.Moved, err: res.Err})
 		return
 	}
 	st.Refuse(reason, msg)
@@ -527,6 +571,7 @@ type flowLog struct {
 	outcome      outcome
 	retries      int    // failed attempts before the one that took the connection
 	path         string // the data path that carried the bytes; empty when none did
+	moved        bool   // the connection left its stream for a tunnel of its own
 	err          error
 }
 
@@ -535,14 +580,28 @@ type flowLog struct {
 func (g *Gateway) endFlow(start time.Time, f flowLog, res datapath.Result, replayed int64) {
 	f.toTarget, f.toClient = res.AToB+replayed, res.BToA
 	f.outcome, f.err = resultOutcome(res), res.Err
-	f.path = resultPath(res)
+	f.path, f.moved = resultPath(res), res.Moved
+	if res.Moved {
+		g.metrics.Move(metrics.MoveMoved)
+	}
 	g.metrics.Closed(f.key, f.dest, string(f.outcome), f.toTarget, f.toClient)
 	g.logFlow(start, f)
 }
 
-// logFlow writes the one line each connection leaves when it ends, at every site that
-// served it as ingress or destination.
+// logFlow writes the line a connection leaves when it ends, at every site that served it as
+// ingress or destination: every connection with access-log on; otherwise only failures, at
+// most one line a second per outcome, so a flood of failing connections cannot flood the log.
 func (g *Gateway) logFlow(start time.Time, f flowLog) {
+	suppressed := 0
+	if !g.settings.AccessLog {
+		if f.outcome == outcomeOK {
+			return
+		}
+		var ok bool
+		if ok, suppressed = g.failLog.Allow(string(f.outcome)); !ok {
+			return
+		}
+	}
 	attrs := []any{"routing_key", f.key, "site", g.self, "source_site", f.source, "dest_site", f.dest,
 		"target", f.target, "outcome", string(f.outcome), "retries", f.retries,
 		"bytes_to_target", f.toTarget, "bytes_to_client", f.toClient,
@@ -550,8 +609,14 @@ func (g *Gateway) logFlow(start time.Time, f flowLog) {
 	if f.path != "" {
 		attrs = append(attrs, "data_path", f.path)
 	}
+	if f.moved {
+		attrs = append(attrs, "moved_to_tunnel", true)
+	}
 	if f.err != nil {
 		attrs = append(attrs, "err", f.err.Error())
+	}
+	if suppressed > 0 {
+		attrs = append(attrs, "suppressed", suppressed) // failures with this outcome not logged since the last line
 	}
 	g.log.Info("connection", attrs...)
 }

@@ -41,6 +41,7 @@ type Gateway struct {
 	self     string
 	log      *slog.Logger
 	badLog   *ratelog.Logger // bad requests from neighbors: a flood must not flood the log
+	failLog  *ratelog.Logger // failed connections, with access-log off
 	path     datapath.Path
 	pathNote string
 	state    *statedir.Dir
@@ -78,7 +79,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 	}
 	s := cfg.Site.Settings
 	g = &Gateway{
-		cfg: cfg, settings: s, self: cfg.Site.Name, log: opts.Log, badLog: ratelog.New(opts.Log, time.Second), path: opts.Path, pathNote: opts.PathNote, open: opts.Counts, metrics: opts.Metrics,
+		cfg: cfg, settings: s, self: cfg.Site.Name, log: opts.Log, badLog: ratelog.New(opts.Log, time.Second), failLog: ratelog.New(opts.Log, time.Second), path: opts.Path, pathNote: opts.PathNote, open: opts.Counts, metrics: opts.Metrics,
 		connectors: map[string][]*connector{},
 		active:     map[*net.TCPConn]struct{}{},
 	}
@@ -144,6 +145,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 		},
 		OnTunnel:      g.serveTunnel,
 		OnStream:      g.serveStream,
+		StreamWindow:  s.StreamWindow,
 		AnswerTimeout: s.AnswerTimeout,
 		OnChange:      g.reconcile,
 		Observer:      observer,

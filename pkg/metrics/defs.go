@@ -61,6 +61,13 @@ const (
 	OutcomeReset = "reset" // either side reset, or a link under the connection died
 )
 
+// Results of a move to a tunnel (label result of skfwd_connection_moves_total).
+const (
+	MoveMoved    = "moved"
+	MoveNoTunnel = "no-tunnel"
+	MoveNoAttach = "no-attach"
+)
+
 // Directions of bytes (label direction).
 const (
 	ToTarget = "to_target" // from the client toward the backend
@@ -80,6 +87,7 @@ var LabelHelp = map[string]string{
 	"role":        "`dialer` or `acceptor`: which end of the link this site is",
 	"pool":        "`own`: idle tunnels for this site's requests; `peer`: tunnels waiting for the peer's requests",
 	"next_hop":    "the neighbor site a route leaves through",
+	"result":      "what became of a connection's move to a tunnel",
 	"reason":      "why an attempt failed, one of: " + joinCode(Reasons) + ", or `other` for a reason a newer peer sent",
 	"outcome":     "`ok` (both directions ended with a FIN) or `reset`",
 	"direction":   "`to_target` (client to backend) or `to_client` (backend to client)",
@@ -161,6 +169,9 @@ var (
 		Help: "Tunnels of an up link carrying a connection now."}
 	defPoolMisses = Def{Name: "skfwd_tunnel_pool_misses_total", Kind: Counter, Labels: []string{"link", "peer_site"},
 		Help: "Connections that found no idle tunnel and waited for a new one; each miss grows the pool."}
+	defMoves = Def{Name: "skfwd_connection_moves_total", Kind: Counter, Labels: []string{"result"},
+		Help: "Connections between neighboring sites that proved bulk and moved off their stream onto a tunnel of their own, and moves that could not happen, by result.",
+		Note: "result is `moved` (counted at both ends), `no-tunnel` (the end that opened the stream found no idle tunnel: the connection stays on its stream and the pool grows) or `no-attach` (the other end got no tunnel within 5 s: the connection was reset). Each is exported at 0 from start."}
 	defRouteCost = Def{Name: "skfwd_route_cost", Kind: Gauge, Scrape: true, Labels: []string{"dest_site", "next_hop"},
 		Help: "Cost of the least-cost path to each reachable site."}
 
@@ -198,7 +209,7 @@ var Definitions = []Def{
 	defAccepted, defOpened, defClosed, defFailed, defOpen, defInProgress, defSetup, defBytes,
 	defAttemptFailures, defRetries, defDelivered, defRefused, defHandshakesRejected,
 	defScore, defPathCost, defCandidates, defListener, defConnectorUp,
-	defLinkUp, defLinkCost, defLinkRTT, defHeartbeatMisses, defPoolIdle, defTunnelsActive, defPoolMisses, defRouteCost,
+	defLinkUp, defLinkCost, defLinkRTT, defHeartbeatMisses, defPoolIdle, defTunnelsActive, defPoolMisses, defMoves, defRouteCost,
 	defDataPath, defPromotions, defDemotions, defFallbacks, defTrimmed, defKernelBytes, defKernelBacklog, defMapEntries, defMapCapacity,
 	defCollectErrors, defBuildInfo,
 }

@@ -28,6 +28,7 @@ type Metrics struct {
 	rejected        *prometheus.CounterVec
 	heartbeatMisses *prometheus.CounterVec
 	poolMisses      *prometheus.CounterVec
+	moves           *prometheus.CounterVec
 	promotions      prometheus.Counter
 	demotions       *prometheus.CounterVec
 	fallbacks       *prometheus.CounterVec
@@ -65,6 +66,10 @@ func New(site, version string) *Metrics {
 	m.refused.WithLabelValues(Other, Other, ReasonBadRequest)
 	m.heartbeatMisses = counter(defHeartbeatMisses)
 	m.poolMisses = counter(defPoolMisses)
+	m.moves = counter(defMoves)
+	for _, r := range []string{MoveMoved, MoveNoTunnel, MoveNoAttach} {
+		m.moves.WithLabelValues(r)
+	}
 	m.demotions = counter(defDemotions)
 	m.fallbacks = counter(defFallbacks)
 	m.setup = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: defSetup.Name, Help: defSetup.Help, Buckets: SetupBuckets}, defSetup.Labels)
@@ -192,6 +197,14 @@ func (m *Metrics) BadRequest() {
 		return
 	}
 	m.refused.WithLabelValues(Other, Other, ReasonBadRequest).Inc()
+}
+
+// Move counts a connection's move to a tunnel, or a move that could not happen, by result.
+func (m *Metrics) Move(result string) {
+	if m == nil {
+		return
+	}
+	m.moves.WithLabelValues(result).Inc()
 }
 
 // HandshakeRejected counts a connection to the link port rejected for reason (one of

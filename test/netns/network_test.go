@@ -294,6 +294,26 @@ func TestProtocolsTransferAndClose(t *testing.T) {
 		check(t, netlab.Xfer(c, 1<<30, 1<<30, 1, 2))
 		t.Logf("1 GiB each way at once in %v", time.Since(began).Round(time.Millisecond))
 	})
+	t.Run("bulk moves to a tunnel, checksummed both ways, after either half-close", func(t *testing.T) {
+		moved := func() float64 {
+			v, err := sampleValue(scrape(t, a), `skfwd_connection_moves_total{result="moved",site="a"}`)
+			check(t, err)
+			return v
+		}
+		before := moved()
+		for _, x := range []struct{ up, down int64 }{{64 << 20, 64 << 20}, {0, 64 << 20}, {64 << 20, 0}} {
+			c, _, err := netlab.Hold(a, svcAddr, timeout)
+			check(t, err)
+			err = netlab.Xfer(c, x.up, x.down, 3, 4)
+			c.Close()
+			if err != nil {
+				t.Fatalf("%d bytes up, %d down: %v", x.up, x.down, err)
+			}
+		}
+		if got := moved() - before; got != 3 {
+			t.Fatalf("%v connections moved to a tunnel, want 3", got)
+		}
+	})
 	t.Run("backend half-closes first", func(t *testing.T) {
 		c, _, err := netlab.Hold(a, svcAddr, timeout)
 		check(t, err)
@@ -384,4 +404,39 @@ func abs(x int) int {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// TestAccessLogOnAndOff: with access-log off (the default) a connection that ends well leaves
+// no line and one that fails does; with it on, every connection leaves one.
+func TestAccessLogOnAndOff(t *testing.T) {
+	lab := newLab(t)
+	a, b := site(t, lab, "a"), site(t, lab, "b")
+	link(t, lab, a, b, 1)
+	a.Listener("backend", svc, svcPort)
+	b.Connector("backend", svc, beAddr)
+	b.Set("access-log", "on")
+	backend(t, b, "b", beAddr)
+	start(t, b, a)
+	check(t, a.WaitCandidates(converged, svc, "b"))
+
+	if _, err := netlab.Hello(a, svcAddr, timeout); err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := netlab.Hold(a, svcAddr, timeout)
+	check(t, err)
+	_ = c.SetLinger(0)
+	c.Close() // a reset: a failure, logged at a too
+	deadline := time.Now().Add(timeout)
+	for !(logContains(a.LogPath, "outcome=reset") && logContains(b.LogPath, "outcome=ok")) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !logContains(a.LogPath, "outcome=reset") {
+		t.Error("site a (access-log off) did not log the reset connection")
+	}
+	if logContains(a.LogPath, "outcome=ok") {
+		t.Error("site a (access-log off) logged a connection that ended well")
+	}
+	if !logContains(b.LogPath, "outcome=ok") {
+		t.Error("site b (access-log on) did not log the connection that ended well")
+	}
 }

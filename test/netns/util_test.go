@@ -66,21 +66,29 @@ func scrapeSite(s *netlab.Site) (string, error) {
 	return string(b), err
 }
 
-// sampleIs checks that the exposition body has series (name and labels, as Prometheus
-// writes them: labels sorted by name) with value want.
-func sampleIs(body, series string, want float64) error {
+// sampleValue returns the value of series (name and labels, as Prometheus writes them:
+// labels sorted by name) in the exposition body.
+func sampleValue(body, series string) (float64, error) {
 	for _, line := range strings.Split(body, "\n") {
 		v, ok := strings.CutPrefix(line, series+" ")
 		if !ok {
 			continue
 		}
-		got, err := strconv.ParseFloat(v, 64)
-		if err != nil || got != want {
-			return fmt.Errorf("%s = %s, want %v", series, v, want)
-		}
-		return nil
+		return strconv.ParseFloat(v, 64)
 	}
-	return fmt.Errorf("%s is not exported", series)
+	return 0, fmt.Errorf("%s is not exported", series)
+}
+
+// sampleIs checks that the exposition body has series with value want.
+func sampleIs(body, series string, want float64) error {
+	got, err := sampleValue(body, series)
+	if err != nil {
+		return err
+	}
+	if got != want {
+		return fmt.Errorf("%s = %v, want %v", series, got, want)
+	}
+	return nil
 }
 
 func checkSample(t *testing.T, body, series string, want float64) {
