@@ -29,8 +29,8 @@ type Mover struct {
 	// Take takes a tunnel of the stream's link and attaches it to the stream; an error keeps
 	// the connection on the stream.
 	Take func() (Tunnel, error)
-	// Await returns the tunnel the peer attached to the stream.
-	Await func() (Tunnel, error)
+	// Await returns the tunnel the peer attached with token (its move frame's).
+	Await func(token uint64) (Tunnel, error)
 	// Path carries the moved connection.
 	Path Path
 }
@@ -38,7 +38,7 @@ type Mover struct {
 // Tunnel is a connection of a link's pool that a moved stream continues on.
 type Tunnel struct {
 	Conn  *net.TCPConn
-	Token uint64          // the stream's move frames name it
+	Token uint64          // the starting end's: its move frame names the tunnel by it
 	Ctx   context.Context // ends when the link dies: the moved connection is then reset
 	Done  func()          // the tunnel is finished with
 }
@@ -198,8 +198,9 @@ func joinMovable(conn *net.TCPConn, st *mux.Stream, m *Mover) Result {
 	if taken {
 		t = *mv.tunnel
 	} else {
+		token, _ := st.MoveToken() // moved here only after the peer's move frame
 		var err error
-		if t, err = m.Await(); err != nil {
+		if t, err = m.Await(token); err != nil {
 			st.Reset()
 			Abort(conn)
 			res.Err = err

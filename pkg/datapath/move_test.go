@@ -3,6 +3,7 @@ package datapath_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"syscall"
@@ -45,7 +46,10 @@ func joinStreamed(t *testing.T, tunnels bool, after int64) *streamed {
 		taken = true
 		return datapath.Tunnel{Conn: tn, Token: 7, Ctx: context.Background(), Done: func() {}}, nil
 	}
-	await := func() (datapath.Tunnel, error) {
+	await := func(token uint64) (datapath.Tunnel, error) {
+		if token != 7 {
+			return datapath.Tunnel{}, fmt.Errorf("awaited token %d, want the opener's 7", token)
+		}
 		return datapath.Tunnel{Conn: tf, Token: 7, Ctx: context.Background(), Done: func() {}}, nil
 	}
 	s := &streamed{A: A, B: B, opener: make(chan datapath.Result, 1), acceptor: make(chan datapath.Result, 1)}

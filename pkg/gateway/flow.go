@@ -404,25 +404,30 @@ func (g *Gateway) startsMoves(st *links.Stream) *datapath.Mover {
 	}
 	return &datapath.Mover{
 		After: int64(g.settings.MoveBytes),
-		Take:  g.moveTunnel(st, st.TakeTunnel, metrics.MoveNoTunnel),
+		Take:  g.moveTunnel(st.TakeTunnel, metrics.MoveNoTunnel),
 		Path:  g.path,
 	}
 }
 
 // followsMoves lets a connection a neighbor opened here follow its move.
 func (g *Gateway) followsMoves(st *links.Stream) *datapath.Mover {
-	return &datapath.Mover{Await: g.moveTunnel(st, st.AwaitTunnel, metrics.MoveNoAttach), Path: g.path}
+	return &datapath.Mover{
+		Await: func(token uint64) (datapath.Tunnel, error) {
+			return g.moveTunnel(func() (*links.Tunnel, error) { return st.AwaitTunnel(token) }, metrics.MoveNoAttach)()
+		},
+		Path: g.path,
+	}
 }
 
-// moveTunnel gets st's tunnel with get, counting a failure under result.
-func (g *Gateway) moveTunnel(st *links.Stream, get func() (*links.Tunnel, error), result string) func() (datapath.Tunnel, error) {
+// moveTunnel gets a moving stream's tunnel with get, counting a failure under result.
+func (g *Gateway) moveTunnel(get func() (*links.Tunnel, error), result string) func() (datapath.Tunnel, error) {
 	return func() (datapath.Tunnel, error) {
 		t, err := get()
 		if err != nil {
 			g.metrics.Move(result)
 			return datapath.Tunnel{}, err
 		}
-		return datapath.Tunnel{Conn: t.Conn, Token: st.Token(), Ctx: t.Context(), Done: t.Done}, nil
+		return datapath.Tunnel{Conn: t.Conn, Token: t.Token, Ctx: t.Context(), Done: t.Done}, nil
 	}
 }
 

@@ -2,6 +2,7 @@ package links
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/skfwd/skfwd/pkg/tunnel"
@@ -17,12 +18,11 @@ import (
 // move frame are sent together, so only a failing link separates them by more than an RTT.
 const moveWait = 5 * time.Second
 
-// Token is what pairs the stream with its tunnel: the stream's number, unique on its session.
-func (st *Stream) Token() uint64 { return uint64(st.ID()) }
-
-// TakeTunnel takes an idle tunnel of the stream's link and attaches it to the stream, without
-// waiting: with none idle it returns ErrNoTunnel (the stream stays where it is, and the pool
-// grows for the next move).
+// TakeTunnel takes an idle tunnel of the stream's link and attaches it under a new token (in
+// Tunnel.Token, for the stream's move frame), without waiting: with none idle it returns
+// ErrNoTunnel (the stream stays where it is, and the pool grows for the next move). Tokens
+// are random: stream numbers repeat across a link's connections, and a collision of two
+// random 64-bit tokens among a link's moves in flight is not a practical concern.
 func (st *Stream) TakeTunnel() (*Tunnel, error) {
 	s := st.s
 	c := s.popIdle()
@@ -34,8 +34,9 @@ func (st *Stream) TakeTunnel() (*Tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
+	t.Token = rand.Uint64()
 	// Fourteen bytes on an idle connection: the socket buffer takes them at once.
-	if _, err := c.Write(tunnel.Attach{Token: st.Token()}.Append(nil)); err != nil {
+	if _, err := c.Write(tunnel.Attach{Token: t.Token}.Append(nil)); err != nil {
 		abort(c)
 		t.Done()
 		return nil, fmt.Errorf("link %q: attach tunnel: %w", s.name, err)
@@ -43,11 +44,10 @@ func (st *Stream) TakeTunnel() (*Tunnel, error) {
 	return t, nil
 }
 
-// AwaitTunnel returns the tunnel the peer attached to this stream, waiting for it if its
-// attach has not arrived yet.
-func (st *Stream) AwaitTunnel() (*Tunnel, error) {
+// AwaitTunnel returns the tunnel the peer attached under token (its move frame's), waiting
+// for it if the attach has not arrived yet.
+func (st *Stream) AwaitTunnel(token uint64) (*Tunnel, error) {
 	s := st.s
-	token := st.Token()
 	slot, err := s.attachSlot(token)
 	if err != nil {
 		return nil, err
@@ -60,7 +60,7 @@ func (st *Stream) AwaitTunnel() (*Tunnel, error) {
 		return t, nil
 	case <-timer.C:
 		s.dropSlot(token, slot)
-		return nil, fmt.Errorf("link %q to %q: no tunnel attached to stream %d within %v: %w", s.name, s.peer, token, moveWait, ErrNoTunnel)
+		return nil, fmt.Errorf("link %q to %q: no tunnel attached with token %#x within %v: %w", s.name, s.peer, token, moveWait, ErrNoTunnel)
 	case <-s.ctx.Done():
 		return nil, fmt.Errorf("link %q to %q: %w", s.name, s.peer, ErrNoLink)
 	}

@@ -234,10 +234,11 @@ func (s *session) teardown() {
 
 // Tunnel is one tunnel connection carrying (or about to carry) one client connection.
 type Tunnel struct {
-	Conn *net.TCPConn
-	Peer string // the neighbor site at the other end
-	Link string
-	s    *session
+	Conn  *net.TCPConn
+	Peer  string // the neighbor site at the other end
+	Link  string
+	Token uint64 // a moved stream's: set by Stream.TakeTunnel
+	s     *session
 }
 
 // Context ends when the link under the tunnel dies (or the site stops): a connection spliced
