@@ -82,13 +82,13 @@ func printStatus(w io.Writer, st gateway.Status) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "LINK\tPEER\tROLE\tSTATE\tCOST\tRTT\tIDLE TUNNELS")
+	fmt.Fprintln(tw, "LINK\tPEER\tROLE\tSTATE\tCOST\tRTT\tCONNECTIONS\tIDLE TUNNELS")
 	for _, l := range st.Links {
 		state := l.State
 		if l.Error != "" {
 			state += " (" + l.Error + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%v\t%d\n", l.Name, dash(l.Peer), l.Role, state, l.Cost, l.RTT.Round(10*time.Microsecond), l.IdleTunnels)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%v\t%d\t%d\n", l.Name, dash(l.Peer), l.Role, state, l.Cost, l.RTT.Round(10*time.Microsecond), l.Connections, l.IdleTunnels)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

@@ -27,6 +27,10 @@ const (
 	// TunnelIn is a tunnel on which the accepting side sends a connection request, so the
 	// accepting side never has to dial back (the dialing side may sit behind NAT).
 	TunnelIn Purpose = 3
+	// Streams is one more link connection of a link that is up: it carries streams beside the
+	// control connection, so one connection's reader is not the link's limit and its loss
+	// leaves the others.
+	Streams Purpose = 4
 )
 
 func (p Purpose) String() string {
@@ -37,6 +41,8 @@ func (p Purpose) String() string {
 		return "tunnel-out"
 	case TunnelIn:
 		return "tunnel-in"
+	case Streams:
+		return "streams"
 	}
 	return fmt.Sprintf("purpose-%d", uint8(p))
 }
@@ -140,7 +146,7 @@ func Accept(rw io.ReadWriter, self string, lookup Lookup) (Peer, error) {
 		return Peer{}, fmt.Errorf("hello does not start with skfwd link magic and version %d: %w", version, ErrMalformed)
 	}
 	purpose := Purpose(head[5])
-	if purpose < Control || purpose > TunnelIn {
+	if purpose < Control || purpose > Streams {
 		return Peer{}, fmt.Errorf("hello purpose %d: %w", head[5], ErrMalformed)
 	}
 	credential, err := readString(rw)

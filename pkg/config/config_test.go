@@ -712,6 +712,7 @@ func TestSettingsGetRoundTrip(t *testing.T) {
 		"connect-timeout":       "2s",
 		"answer-timeout":        "5s",
 		"tunnel-pool-size":      "8",
+		"link-connections":      "0",
 		"first-bytes-limit":     "65536",
 		"stream-window":         "262144",
 		"move-bytes":            "1048576",
@@ -727,7 +728,7 @@ func TestSettingsGetRoundTrip(t *testing.T) {
 	d := DefaultSettings()
 	keys := SettingKeys()
 	wantKeys := []string{"admin-address", "state-dir", "heartbeat-interval", "link-dead-time", "probe-interval",
-		"connect-timeout", "answer-timeout", "tunnel-pool-size", "first-bytes-limit", "stream-window", "move-bytes", "reconnect-max-backoff",
+		"connect-timeout", "answer-timeout", "tunnel-pool-size", "link-connections", "first-bytes-limit", "stream-window", "move-bytes", "reconnect-max-backoff",
 		"data-path", "promote-bytes", "promote-after", "max-promoted", "max-kernel-backlog", "pprof", "access-log"}
 	if !reflect.DeepEqual(keys, wantKeys) {
 		t.Fatalf("SettingKeys() = %q, want %q", keys, wantKeys)

@@ -30,6 +30,7 @@ type Settings struct {
 	ReconnectMaxBackoff time.Duration
 
 	TunnelPoolSize  int // idle pre-established tunnels kept per pool
+	LinkConnections int // link connections a dialed link keeps; 0: one per CPU, at least 2
 	FirstBytesLimit int // client bytes buffered until the tunnel answer
 	StreamWindow    int // receive window of each stream on a link connection
 	MoveBytes       int // bytes (both ways) after which a connection moves off its stream; 0: never
@@ -118,6 +119,7 @@ var settingTable = []setting{
 	durationSetting("connect-timeout", func(s *Settings) *time.Duration { return &s.ConnectTimeout }, 1),
 	durationSetting("answer-timeout", func(s *Settings) *time.Duration { return &s.AnswerTimeout }, 1),
 	intSetting("tunnel-pool-size", func(s *Settings) *int { return &s.TunnelPoolSize }, 0, 1024),
+	intSetting("link-connections", func(s *Settings) *int { return &s.LinkConnections }, 0, 64),
 	intSetting("first-bytes-limit", func(s *Settings) *int { return &s.FirstBytesLimit }, 1024, 1048576),
 	// Below a frame the window would stall every stream on each round trip; above 16 MiB one
 	// stream could hold more than a gateway should for a single reader.

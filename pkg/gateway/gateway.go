@@ -139,6 +139,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 		DeadTime:          s.LinkDeadTime,
 		MaxBackoff:        s.ReconnectMaxBackoff,
 		PoolSize:          s.TunnelPoolSize,
+		LinkConnections:   s.LinkConnections,
 		Grant: func(name string) ([]byte, int, bool) {
 			gr, ok := g.state.Grant(name)
 			return gr.Secret, gr.Cost, ok

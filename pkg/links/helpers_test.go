@@ -291,7 +291,8 @@ type proxy struct {
 	frozen   bool
 	cut      bool // closes every new connection at once, as a peer that is down refuses
 	conns    map[*net.TCPConn]struct{}
-	accepted int // connections accepted so far
+	pairs    map[int][2]*net.TCPConn // by accepted number, from 1
+	accepted int                     // connections accepted so far
 	// The first connection's client-to-server bytes past holdAfter wait holdFor (a lost
 	// segment being retransmitted, say).
 	holdAfter int
@@ -304,7 +305,7 @@ func startProxy(t T, target string) *proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, target: target, done: make(chan struct{}), conns: map[*net.TCPConn]struct{}{}}
+	p := &proxy{ln: ln, target: target, done: make(chan struct{}), conns: map[*net.TCPConn]struct{}{}, pairs: map[int][2]*net.TCPConn{}}
 	p.wg.Add(1)
 	go p.acceptLoop()
 	t.Cleanup(p.close)
@@ -324,7 +325,8 @@ func (p *proxy) acceptLoop() {
 		p.mu.Lock()
 		frozen, target := p.frozen || p.cut, p.target
 		p.accepted++
-		first := p.accepted == 1
+		n := p.accepted
+		first := n == 1
 		holdAfter, holdFor := p.holdAfter, p.holdFor
 		p.mu.Unlock()
 		if frozen {
@@ -340,6 +342,9 @@ func (p *proxy) acceptLoop() {
 		if !p.track(in, out) {
 			return
 		}
+		p.mu.Lock()
+		p.pairs[n] = [2]*net.TCPConn{in, out}
+		p.mu.Unlock()
 		if !first {
 			holdFor = 0
 		}
@@ -435,6 +440,18 @@ func (p *proxy) sever() {
 		c.Close()
 	}
 	clear(p.conns)
+}
+
+// severAccepted resets the n-th connection the proxy accepted (from 1), both sides.
+func (p *proxy) severAccepted(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.pairs[n] {
+		if c != nil {
+			_ = c.SetLinger(0)
+			c.Close()
+		}
+	}
 }
 
 // restore lets new connections through again after sever.

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -39,6 +40,9 @@ type Options struct {
 	DeadTime          time.Duration // a peer silent this long is declared dead
 	MaxBackoff        time.Duration // cap of the reconnect backoff
 	PoolSize          int           // idle tunnels each pool starts with
+	// LinkConnections is how many link connections a dialed link keeps (the control one
+	// included); 0: one per CPU, at least 2. The accepting side takes what the dialer opens.
+	LinkConnections int
 	// Grant resolves a credential presented by a dialing site to its secret and the cost
 	// configured when it was issued.
 	Grant func(name string) (secret []byte, cost int, ok bool)
@@ -141,6 +145,9 @@ func New(ctx context.Context, opts Options) *Manager {
 	}
 	if opts.Observer == nil {
 		opts.Observer = noObserver{}
+	}
+	if opts.LinkConnections <= 0 {
+		opts.LinkConnections = max(2, runtime.NumCPU())
 	}
 	m := &Manager{
 		opts:      opts,
@@ -296,6 +303,18 @@ func (m *Manager) accept(c *net.TCPConn) {
 	case auth.Control:
 		s := m.newSession(peer.Credential, peer.Site, false, c, grantCost)
 		m.runSession(s)
+	case auth.Streams:
+		s := m.awaitAcceptedSession(peer.Credential, peer.Site)
+		if s == nil {
+			if m.ctx.Err() == nil {
+				m.reject(c, RejectNoSession, "link connection for a link that is not up here rejected",
+					"remote", remote, "link", peer.Credential, "peer", peer.Site)
+			} else {
+				c.Close()
+			}
+			return
+		}
+		s.serveConn(c)
 	case auth.TunnelIn, auth.TunnelOut:
 		s := m.awaitAcceptedSession(peer.Credential, peer.Site)
 		if s == nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -40,6 +41,10 @@ type session struct {
 	// streams is the link connection as a multiplexed session (set by startStreams, before
 	// the session is shared): link messages, heartbeats and client streams.
 	streams *mux.Session
+	// conns are the link's connections carrying streams now, streams first; replaced whole
+	// (under mu) when one comes or goes, so opening a stream takes no lock.
+	conns atomic.Pointer[[]*mux.Session]
+	turn  atomic.Uint32
 
 	idle   chan *net.TCPConn // tunnels this side can send a request on
 	refill chan struct{}     // dialer: wake the pool filler
@@ -96,22 +101,31 @@ func (s *session) handshake() error {
 // startStreams turns the link connection, hellos exchanged, into a multiplexed session: link
 // messages, heartbeats and client streams. On error the connection is closed.
 func (s *session) startStreams() error {
+	o := s.muxOptions()
+	o.OnLink = s.handleLink
+	ms, err := mux.New(s.conn, o)
+	s.streams = ms
+	if err == nil {
+		s.addConn(ms)
+	}
+	return err
+}
+
+// muxOptions are the options of each of the link's connections as a multiplexed session.
+func (s *session) muxOptions() mux.Options {
 	var onOpen func(*mux.Stream)
 	if s.m.opts.OnStream != nil {
 		onOpen = s.serveStream // without one, the multiplexer refuses every stream
 	}
-	ms, err := mux.New(s.conn, mux.Options{
+	return mux.Options{
 		Dialer:            s.dialer,
 		Window:            s.m.opts.StreamWindow,
 		HeartbeatInterval: s.m.opts.HeartbeatInterval,
 		DeadTime:          s.m.opts.DeadTime,
 		AnswerTimeout:     s.m.opts.AnswerTimeout,
 		OnOpen:            onOpen,
-		OnLink:            s.handleLink,
 		OnHeartbeatMiss:   func() { s.m.opts.Observer.HeartbeatMiss(s.name, s.peer) },
-	})
-	s.streams = ms
-	return err
+	}
 }
 
 // serve runs the session until it fails or the manager stops, and returns why it ended.
@@ -120,6 +134,10 @@ func (s *session) serve() error {
 	if s.dialer {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.fillLoop() }()
+		for range s.m.opts.LinkConnections - 1 {
+			wg.Add(1)
+			go func() { defer wg.Done(); s.keepConn() }()
+		}
 	}
 	select {
 	case <-s.streams.Done():
@@ -187,12 +205,22 @@ func (s *session) sendLSA(l routes.LSA) {
 }
 
 // openStream opens a stream to the peer carrying req and the client's first bytes.
+// The link's connections take new streams in turn; one that has just died is passed over
+// (its loss resets only its own streams).
 func (s *session) openStream(req tunnel.Request, first []byte) (*Stream, error) {
-	st, err := s.streams.Open(req, first)
-	if err != nil {
-		return nil, fmt.Errorf("link %q to %q: %w", s.name, s.peer, err)
+	conns := *s.conns.Load()
+	turn := int(s.turn.Add(1))
+	var err error
+	for i := range conns {
+		var st *mux.Stream
+		if st, err = conns[(turn+i)%len(conns)].Open(req, first); err == nil {
+			return &Stream{Stream: st, Peer: s.peer, Link: s.name, s: s}, nil
+		}
+		if !errors.Is(err, mux.ErrLinkLost) {
+			break
+		}
 	}
-	return &Stream{Stream: st, Peer: s.peer, Link: s.name, s: s}, nil
+	return nil, fmt.Errorf("link %q to %q: %w", s.name, s.peer, err)
 }
 
 // serveStream hands a stream the peer opened to the gateway.
@@ -441,6 +469,7 @@ type LinkStatus struct {
 	State       string        `json:"state"`
 	Cost        int           `json:"cost,omitempty"`
 	RTT         time.Duration `json:"rtt,omitempty"`
+	Connections int           `json:"connections,omitempty"` // link connections carrying streams
 	IdleTunnels int           `json:"idle_tunnels"`
 	PeerTunnels int           `json:"peer_tunnels"` // tunnels waiting for the peer's requests
 	Active      int           `json:"active_tunnels"`
@@ -464,7 +493,7 @@ func (m *Manager) Status() []LinkStatus {
 		s.mu.Lock()
 		out = append(out, LinkStatus{
 			Name: s.name, Peer: s.peer, Role: role, State: "up", Cost: s.cost,
-			RTT:         s.streams.RTT(),
+			RTT: s.streams.RTT(), Connections: s.numConns(),
 			IdleTunnels: len(s.idle), PeerTunnels: len(s.waiting), Active: len(s.active),
 			Misses: s.misses.Load(), Since: s.since,
 		})

@@ -42,7 +42,7 @@ func TestStatusCommand(t *testing.T) {
 	rows := tableRows(out)
 	wantRows := []string{
 		"^Site a, data path " + dataPathMode + "$",
-		`^a-to-b-\d+ b dialer up 1 \S+ \d+$`,
+		`^a-to-b-\d+ b dialer up 1 \S+ ([2-9]|\d{2,}) \d+$`, // at least 2 link connections
 		"^b b 1 a > b$",
 		"^c b 4 a > b > c$",
 		"^backend site b b 1 1 2 up$",
@@ -62,7 +62,7 @@ func TestStatusCommand(t *testing.T) {
 			t.Errorf("no row matches %q", w)
 		}
 	}
-	for _, h := range []string{"LINK PEER ROLE STATE COST RTT IDLE TUNNELS", "DESTINATION NEXT HOP COST PATH",
+	for _, h := range []string{"LINK PEER ROLE STATE COST RTT CONNECTIONS IDLE TUNNELS", "DESTINATION NEXT HOP COST PATH",
 		"ROUTING KEY CANDIDATE NEXT HOP PATH COST OPEN SCORE HEALTH", "CONNECTOR ROUTING KEY ADDRESS HEALTH"} {
 		if !strings.Contains(strings.Join(rows, "\n"), h) {
 			t.Errorf("header %q missing", h)
