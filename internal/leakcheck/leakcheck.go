@@ -1,7 +1,8 @@
-// Package leakcheck fails a test that leaves goroutines running.
+// Package leakcheck fails a test that leaves goroutines running, and counts descriptors.
 package leakcheck
 
 import (
+	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -28,4 +29,14 @@ func Goroutines(tb testing.TB, limit time.Duration) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	})
+}
+
+// OpenFDs counts this process's open file descriptors.
+func OpenFDs(tb testing.TB) int {
+	tb.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return len(ents)
 }

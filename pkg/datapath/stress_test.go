@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/skfwd/skfwd/internal/leakcheck"
 )
 
 // The kernel path under volume: a thousand bulk connections at once and a hundred thousand
@@ -50,7 +51,7 @@ func wrap(what string, err error) error {
 // scale. Promotion mid-transfer has its own test, TestKernelPathPromotedMidTransfer.
 func TestKernelPathThousandConnections(t *testing.T) {
 	k := newKernel(t, true, 1)
-	fds := openFDs(t) // the loaded objects' descriptors are open by now
+	fds := leakcheck.OpenFDs(t) // the loaded objects' descriptors are open by now
 	const conns, size = 1000, 1 << 20
 	pairs := make([]spliced, conns)
 	for i := range pairs {
@@ -121,7 +122,7 @@ func TestKernelPathPromotedMidTransfer(t *testing.T) {
 func TestKernelPathHundredThousandShort(t *testing.T) {
 	k := newKernelWith(t, KernelOptions{PromoteBytes: 1, PromoteAfter: time.Hour, Always: true, MaxPromoted: 256})
 	// Taken once the objects are loaded: what is left over must come from the connections.
-	fds, goroutines := openFDs(t), runtime.NumGoroutine()
+	fds, goroutines := leakcheck.OpenFDs(t), runtime.NumGoroutine()
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -224,21 +225,11 @@ func shortExchange(k *Kernel, ln *net.TCPListener, mu *sync.Mutex, i int) error 
 	}
 }
 
-// openFDs counts this process's open file descriptors.
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 // checkFDs fails the test when more descriptors are open than before.
 func checkFDs(t *testing.T, before int) {
 	t.Helper()
 	var now int
-	if !waitUntil(5*time.Second, func() bool { now = openFDs(t); return now <= before }) {
+	if !waitUntil(5*time.Second, func() bool { now = leakcheck.OpenFDs(t); return now <= before }) {
 		t.Errorf("file descriptors: %d before, %d after (leaked)", before, now)
 	}
 }

@@ -40,6 +40,9 @@ type Options struct {
 	DeadTime          time.Duration // a peer silent this long is declared dead
 	MaxBackoff        time.Duration // cap of the reconnect backoff
 	PoolSize          int           // idle tunnels each pool starts with
+	// PoolShrinkAfter is how long a pool grown by misses must go without one before it is
+	// halved back toward PoolSize (0: 30 s).
+	PoolShrinkAfter time.Duration
 	// LinkConnections is how many link connections a dialed link keeps (the control one
 	// included); 0: one per CPU, at least 2. The accepting side takes what the dialer opens.
 	LinkConnections int
@@ -145,6 +148,9 @@ func New(ctx context.Context, opts Options) *Manager {
 	}
 	if opts.Observer == nil {
 		opts.Observer = noObserver{}
+	}
+	if opts.PoolShrinkAfter <= 0 {
+		opts.PoolShrinkAfter = 30 * time.Second
 	}
 	if opts.LinkConnections <= 0 {
 		opts.LinkConnections = max(2, runtime.NumCPU())

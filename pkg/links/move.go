@@ -120,10 +120,11 @@ func (s *session) dropSlot(token uint64, slot chan *Tunnel) {
 // side dials more, the other asks it to.
 func (s *session) miss() {
 	s.misses.Add(1)
+	s.lastMiss.Store(time.Now().UnixNano())
 	s.m.opts.Observer.PoolMiss(s.name, s.peer)
 	if s.dialer {
 		s.mu.Lock()
-		s.outTarget = min(s.outTarget*2+1, maxPool)
+		s.outTarget = s.grown(s.outTarget)
 		s.mu.Unlock()
 		s.kick()
 		return

@@ -18,7 +18,7 @@ import (
 )
 
 const (
-	maxPool         = 1024
+	maxPool         = 1024 // the idle channel's capacity: tunnel-pool-size's bound
 	takeTimeout     = 3 * time.Second
 	refillRetryTime = time.Second
 )
@@ -49,6 +49,10 @@ type session struct {
 	idle   chan *net.TCPConn // tunnels this side can send a request on
 	refill chan struct{}     // dialer: wake the pool filler
 	misses atomic.Uint64
+	// lastMiss is when a tunnel was last wanted and none was idle (unix ns): pools grown by
+	// misses shrink back once they have been idle for Options.PoolShrinkAfter.
+	lastMiss   atomic.Int64
+	lastShrink time.Time // fill loop only
 
 	mu        sync.Mutex
 	dead      bool
@@ -139,6 +143,10 @@ func (s *session) serve() error {
 			go func() { defer wg.Done(); s.keepConn() }()
 		}
 	}
+	if !s.dialer {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.sweepLoop() }()
+	}
 	select {
 	case <-s.streams.Done():
 		s.fail(s.streams.Err())
@@ -177,9 +185,9 @@ func (s *session) handle(t msgType, payload []byte) error {
 		}
 		if s.dialer {
 			s.mu.Lock()
-			// Misses mean the pool is too small for the connection rate: grow it fast.
-			s.inTarget = min(max(s.inTarget*2, s.inTarget+w.N), maxPool)
+			s.inTarget = s.grown(s.inTarget)
 			s.mu.Unlock()
+			s.lastMiss.Store(time.Now().UnixNano())
 			s.kick()
 		}
 	default:
@@ -397,7 +405,7 @@ func (s *session) kick() {
 
 // fillLoop (dialing side only) keeps both pools at their targets.
 func (s *session) fillLoop() {
-	retry := time.NewTicker(refillRetryTime)
+	retry := time.NewTicker(min(refillRetryTime, s.m.opts.PoolShrinkAfter/2))
 	defer retry.Stop()
 	for {
 		s.fill()
@@ -421,6 +429,7 @@ func (s *session) fill() {
 		s.mu.Unlock()
 		return
 	}
+	s.shrinkLocked()
 	needOut := s.outTarget - len(s.idle) - s.dialing[poolOut]
 	needIn := s.inTarget - len(s.waiting) - s.dialing[poolIn]
 	needOut, needIn = max(needOut, 0), max(needIn, 0)
