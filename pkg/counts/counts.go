@@ -2,7 +2,7 @@
 // target: the open(k, d) term of the selector's score.
 //
 // This is the in-process table used by the userspace data path and by tests; the kernel data
-// path keeps the same counts in BPF maps behind the same methods.
+// path keeps the same counts behind the same methods and mirrors them into a BPF map.
 package counts
 
 import "sync"

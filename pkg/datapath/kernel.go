@@ -36,7 +36,8 @@ type Kernel struct {
 	mon          *monitor
 	events       *ringbuf.Reader
 	guardDone    chan struct{}
-	bySocket     sync.Map // cookie -> *promotedSocket, for the backlog events
+	countsStop   chan struct{} // closed by Close: Counts stop flushing
+	bySocket     sync.Map      // cookie -> *promotedSocket, for the backlog events
 
 	obs KernelObserver
 
@@ -97,7 +98,7 @@ func NewKernel(opts KernelOptions) (*Kernel, error) {
 		return nil, err
 	}
 	k := &Kernel{objs: objs, guard: &openMaps{}, log: opts.Log, promoteBytes: opts.PromoteBytes, promoteAfter: opts.PromoteAfter, always: opts.Always,
-		maxBacklog: opts.MaxBacklog, mon: mon, events: events, guardDone: make(chan struct{}), obs: opts.Observer}
+		maxBacklog: opts.MaxBacklog, mon: mon, events: events, guardDone: make(chan struct{}), countsStop: make(chan struct{}), obs: opts.Observer}
 	if err := objs.LeavesUnderLock(); err != nil {
 		k.log.Warn("kernel data path: demotions take sockets out of the verdict map from userspace, where the kernel can drop a batch in flight (the connection is then reset); the sock_ops program that avoids it is not attached", "err", err)
 	}
@@ -111,6 +112,7 @@ func NewKernel(opts KernelOptions) (*Kernel, error) {
 // Close stops the monitor and the backlog guard and releases the BPF objects. Connections
 // still on the kernel path are reset first.
 func (k *Kernel) Close() error {
+	close(k.countsStop)
 	k.mon.close()
 	k.events.Close()
 	<-k.guardDone
