@@ -111,7 +111,7 @@ func (b *bench) runForwarder(ctx context.Context, t *topo, rep int, f forwarder)
 	}()
 	r := &runCtx{plan: b.plan, t: t, fwd: f, inst: inst, dir: dir}
 	for _, w := range b.workloads {
-		if w.proxyOnly && !f.proxy {
+		if (w.proxyOnly && !f.proxy) || (w.firstRepOnly && rep > 1) {
 			continue
 		}
 		ms, err := w.run(ctx, r)
@@ -144,8 +144,8 @@ func (b *bench) markdown(facts []string, rtt string) string {
 	}
 	p := b.plan
 	fmt.Fprintf(&s, "- %d repetition(s), interleaved; each cell: median (min–max); ratios are of medians\n", p.Reps)
-	fmt.Fprintf(&s, "- bulk: iperf3 %v; connection rate: %v per run, 64 B echo; time to first byte: %d new connections, delay line %v each way; failover: %d workers, failure %v into a %v run\n\n",
-		p.Bulk, p.Rate, p.TTFBProbes, p.Delay, p.FailWorkers, p.FailAt, p.FailRun)
+	fmt.Fprintf(&s, "- bulk: iperf3 %v; connection rate: %v per run, 64 B echo; time to first byte: %d new connections, delay line %v each way; failover: %d workers, failure %v into a %v run; sustained rate: %v, first repetition only, to backends on non-loopback addresses\n\n",
+		p.Bulk, p.Rate, p.TTFBProbes, p.Delay, p.FailWorkers, p.FailAt, p.FailRun, p.Sustain)
 	s.WriteString(table(b.forwarders, b.samples, rtt))
 	if load, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Fprintf(&s, "\nLoad average at the end: %s (anything else running on the machine shows in these numbers).\n",

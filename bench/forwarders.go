@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -30,6 +31,16 @@ type instance struct {
 	addrs func(key string) []string // where the client connects for a routing key
 	pids  func() []int              // the forwarder's processes, for their CPU time
 	stop  func() error
+	// linkDowns counts the forwarder's links that went down so far; nil: it has none.
+	linkDowns func() int
+}
+
+// flaps is linkDowns, or -1 for a forwarder without links.
+func (i *instance) flaps() int {
+	if i.linkDowns == nil {
+		return -1
+	}
+	return i.linkDowns()
 }
 
 var forwarders = []forwarder{
@@ -207,6 +218,14 @@ func startSkfwd(mode string) func(ctx context.Context, t *topo, dir string) (*in
 			addrs: func(key string) []string { return []string{t.frontAddr(key)} },
 			pids:  func() []int { return []int{t.gw1.Pid(), t.gw2.Pid()} },
 			stop:  stop,
+			linkDowns: func() int {
+				n := 0
+				for _, s := range []*netlab.Site{t.gw1, t.gw2} {
+					b, _ := os.ReadFile(s.LogPath)
+					n += bytes.Count(b, []byte(`msg="link down"`))
+				}
+				return n
+			},
 		}
 		for _, k := range keys {
 			if err := t.gw1.WaitCandidates(15*time.Second, k.name, "gw2"); err != nil {

@@ -28,6 +28,8 @@ type loadResult struct {
 	Events []event `json:"events,omitempty"`
 	// TTFB: time to first byte of each probe, in the ttfb modes.
 	TTFBNs []int64 `json:"ttfb_ns,omitempty"`
+	// PerSecond: connections completed in each second of an echo run.
+	PerSecond []int64 `json:"per_second,omitempty"`
 }
 
 // event is one client connection: unix nanoseconds.
@@ -95,6 +97,7 @@ func echoLoad(targets []string, workers int, duration, timeout time.Duration, wi
 	start := time.Now()
 	stopAt := start.Add(duration)
 	msg := bytes.Repeat([]byte{'x'}, msgSize)
+	perSecond := make([]atomic.Int64, int(duration/time.Second)+2)
 	for range workers {
 		wg.Add(1)
 		go func() {
@@ -112,6 +115,7 @@ func echoLoad(targets []string, workers int, duration, timeout time.Duration, wi
 				}
 				if err == nil {
 					myLat = append(myLat, t1.Sub(t0).Nanoseconds())
+					perSecond[min(int(t1.Sub(start)/time.Second), len(perSecond)-1)].Add(1)
 					continue
 				}
 				mu.Lock()
@@ -132,8 +136,12 @@ func echoLoad(targets []string, workers int, duration, timeout time.Duration, wi
 	elapsed := time.Since(start)
 	slices.Sort(lat)
 	slices.SortFunc(events, func(a, b event) int { return int(a.Start - b.Start) })
+	counts := make([]int64, int(elapsed/time.Second)) // whole seconds only
+	for i := range min(len(counts), len(perSecond)) {
+		counts[i] = perSecond[i].Load()
+	}
 	return loadResult{Conns: len(lat), Errors: nerr, ElapsedNs: elapsed.Nanoseconds(),
-		P50Ns: percentile(lat, 50), P99Ns: percentile(lat, 99), FirstErrs: errs, Events: events}
+		P50Ns: percentile(lat, 50), P99Ns: percentile(lat, 99), FirstErrs: errs, Events: events, PerSecond: counts}
 }
 
 // percentile of sorted values (nearest rank); 0 for none.

@@ -52,16 +52,19 @@ type plan struct {
 	FailAt      time.Duration // when, into that run, the backend dies or the site is cut
 	Delay       time.Duration // one-way inter-site delay for TTFB
 	FailWorkers int
+	Sustain     time.Duration // the sustained-rate run, in the first repetition only
 }
 
 func fullPlan() plan {
 	return plan{Reps: 3, Bulk: 10 * time.Second, Rate: 10 * time.Second, TTFBProbes: 20,
-		FailRun: 8 * time.Second, FailAt: 2 * time.Second, Delay: 10 * time.Millisecond, FailWorkers: 8}
+		FailRun: 8 * time.Second, FailAt: 2 * time.Second, Delay: 10 * time.Millisecond, FailWorkers: 8,
+		Sustain: 120 * time.Second}
 }
 
 func quickPlan() plan {
 	return plan{Reps: 1, Bulk: 2 * time.Second, Rate: 2 * time.Second, TTFBProbes: 5,
-		FailRun: 5 * time.Second, FailAt: time.Second, Delay: 10 * time.Millisecond, FailWorkers: 8}
+		FailRun: 5 * time.Second, FailAt: time.Second, Delay: 10 * time.Millisecond, FailWorkers: 8,
+		Sustain: 12 * time.Second}
 }
 
 func cmdBench(args []string) int {

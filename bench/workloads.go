@@ -19,7 +19,9 @@ type workload struct {
 	id, name string
 	// proxyOnly: skipped for direct routing (nothing to fail over).
 	proxyOnly bool
-	run       func(ctx context.Context, r *runCtx) ([]measure, error)
+	// firstRepOnly: run in the first repetition only (a long stability check, not a race).
+	firstRepOnly bool
+	run          func(ctx context.Context, r *runCtx) ([]measure, error)
 }
 
 // measure is one number a workload produced; the metric ids are those of the metrics table.
@@ -44,6 +46,7 @@ var workloads = []workload{
 	{id: "rate256", name: "connection rate, 256 workers", run: rate("rate256", 256)},
 	{id: "lat1", name: "latency, 1 worker", run: rate("lat1", 1)},
 	{id: "ttfb", name: "time to first byte across the delay line", run: ttfb},
+	{id: "sustain", name: "sustained connection rate", firstRepOnly: true, run: sustain},
 	{id: "kill", name: "backend killed under load", proxyOnly: true, run: failover("kill")},
 	{id: "cut", name: "backend site cut under load", proxyOnly: true, run: failover("cut")},
 }
@@ -213,6 +216,42 @@ func rate(id string, workers int) func(ctx context.Context, r *runCtx) ([]measur
 		}
 		return m, nil
 	}
+}
+
+// sustain runs the 32-worker connection load for plan.Sustain: its mean rate, the rate of
+// its slowest tenth (a collapse shows there, as TIME_WAIT exhaustion once did after a
+// minute), failures, and for skfwd the link flaps (links that went down) during the run.
+func sustain(ctx context.Context, r *runCtx) ([]measure, error) {
+	flapsBefore := r.inst.flaps()
+	res, err := r.load(ctx, "-addrs", strings.Join(r.inst.addrs("echo"), ","),
+		"-workers", "32", "-duration", r.plan.Sustain.String())
+	if err != nil {
+		return nil, err
+	}
+	r.save("sustain.json", res)
+	if res.Conns == 0 || len(res.PerSecond) == 0 {
+		return nil, fmt.Errorf("no connection succeeded (%d errors: %v)", res.Errors, res.FirstErrs)
+	}
+	window := max(len(res.PerSecond)/10, 1)
+	slowest := -1.0
+	for i := 0; i+window <= len(res.PerSecond); i += window {
+		var n int64
+		for _, c := range res.PerSecond[i : i+window] {
+			n += c
+		}
+		if rate := float64(n) / float64(window); slowest < 0 || rate < slowest {
+			slowest = rate
+		}
+	}
+	m := []measure{
+		{"sustain_cps", float64(res.Conns) / (float64(res.ElapsedNs) / 1e9)},
+		{"sustain_low", slowest},
+		{"sustain_err", float64(res.Errors)},
+	}
+	if flapsBefore >= 0 {
+		m = append(m, measure{"sustain_flaps", float64(r.inst.flaps() - flapsBefore)})
+	}
+	return m, nil
 }
 
 func ttfb(ctx context.Context, r *runCtx) ([]measure, error) {
