@@ -80,6 +80,9 @@ func printStatus(w io.Writer, st gateway.Status) {
 			fmt.Fprintf(w, "  stayed in userspace: %s\n", strings.Join(reasons, ", "))
 		}
 	}
+	for _, warning := range st.Warnings {
+		fmt.Fprintf(w, "  warning: %s\n", warning)
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "LINK\tPEER\tROLE\tSTATE\tCOST\tRTT\tCONNECTIONS\tIDLE TUNNELS")

@@ -42,6 +42,7 @@ type Gateway struct {
 	log      *slog.Logger
 	badLog   *ratelog.Logger // bad requests from neighbors: a flood must not flood the log
 	failLog  *ratelog.Logger // failed connections, with access-log off
+	warnings []string        // what the operator should fix, found at start (status too)
 	path     datapath.Path
 	pathNote string
 	state    *statedir.Dir
@@ -175,6 +176,10 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 		g.goRun(g.serveAdmin)
 	}
 	g.reconcile()
+	g.warnings = portWarnings(cfg.Connectors, readProc)
+	for _, w := range g.warnings {
+		g.log.Warn(w)
+	}
 	g.log.Info("site started", "site", g.self, "data_path", g.path.Mode(),
 		"listeners", len(g.listeners), "connectors", len(cfg.Connectors), "links", len(cfg.Links),
 		"router_access", len(g.linkListeners), "admin", s.AdminAddress, "state_dir", g.state.Path())

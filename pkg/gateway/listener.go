@@ -29,7 +29,9 @@ func (l *listener) setAvailable(ok bool) {
 	switch {
 	case ok && !l.accepting:
 		if l.ln == nil {
-			ln, err := net.Listen("tcp", l.cfg.Address())
+			// Accepted connections get no TCP keepalive (four setsockopt(2) calls each); see
+			// connector.dial.
+			ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(l.g.ctx, "tcp", l.cfg.Address())
 			if err != nil {
 				// Retried by the reconcile loop; the rest of the site keeps running.
 				if l.lastErr != err.Error() {

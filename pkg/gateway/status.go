@@ -21,6 +21,8 @@ type Status struct {
 	DataPath string `json:"data_path"`
 	// DataPathNote says why the kernel path is not in use, when it was wanted but is not.
 	DataPathNote string `json:"data_path_note,omitempty"`
+	// Warnings are problems of the host found at start that the operator should fix.
+	Warnings []string `json:"warnings,omitempty"`
 	// Kernel is the kernel path's activity; nil on the userspace path.
 	Kernel     *KernelStatus `json:"kernel,omitempty"`
 	Goroutines int           `json:"goroutines"`
@@ -110,7 +112,7 @@ func kernelStatus(k *datapath.Kernel) *KernelStatus {
 
 // Status reports the site's state now.
 func (g *Gateway) Status() Status {
-	st := Status{Site: g.self, DataPath: g.path.Mode(), DataPathNote: g.pathNote, Goroutines: runtime.NumGoroutine(), Links: g.links.Status()}
+	st := Status{Site: g.self, DataPath: g.path.Mode(), DataPathNote: g.pathNote, Warnings: g.warnings, Goroutines: runtime.NumGoroutine(), Links: g.links.Status()}
 	if k, ok := g.path.(*datapath.Kernel); ok {
 		st.Kernel = kernelStatus(k)
 	}

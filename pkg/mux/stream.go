@@ -242,7 +242,7 @@ func (st *Stream) sendGrant(n int) {
 	if n == 0 {
 		return
 	}
-	_ = st.s.w.urgent(func(b []byte) []byte { return tunnel.AppendWindow(b, st.id, uint32(n)) })
+	_ = st.s.w.urgentNow(func(b []byte) []byte { return tunnel.AppendWindow(b, st.id, uint32(n)) })
 }
 
 // WaitReadable blocks until the stream has a byte to read, has ended (nil), has failed (the
@@ -405,7 +405,7 @@ func (st *Stream) answered(a tunnel.Answer) {
 
 // Accept answers the peer's open with ok.
 func (st *Stream) Accept() error {
-	return st.s.w.urgent(func(b []byte) []byte {
+	return st.s.w.urgentNow(func(b []byte) []byte {
 		return tunnel.AppendAnswerFrame(b, st.id, tunnel.Answer{Status: tunnel.StatusOK})
 	})
 }

@@ -5,17 +5,27 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/skfwd/skfwd/pkg/tunnel"
 )
 
-// writer is a session's only writer. Frames are appended to two queues under one mutex: the
+// writer sends a session's frames. Frames are appended to two queues under one mutex: the
 // urgent one (pings, link messages, answers, windows, resets) goes first in every write, so
 // none of them waits behind stream data in this process; the data queue holds at most one
 // frame per stream, so the streams with data share the wire round robin and a small message
 // waits for at most one frame of each bulk stream. One writev sends both queues; a stream
 // whose frame is in the queue waits for that write before queueing its next one.
+//
+// Who writes: a stream's own goroutine, when it queues a frame and no write is in progress,
+// tries the write itself, once and without blocking (a waiting writer goroutine would cost a
+// wake-up and a switch per frame, which at low load is most of a frame's cost); whatever the
+// socket does not take, and everything queued while a write is in progress, is sent by the
+// session's writer goroutine, which may block.
 type writer struct {
 	s     *Session
 	mu    sync.Mutex
@@ -26,6 +36,12 @@ type writer struct {
 	batch     uint64 // number of the batch being filled; a stream's queuedIn names one
 	closed    bool
 
+	busy         bool   // a write holds the spare buffers and rest
+	rest         []byte // the tail of a write the socket did not take: sent before anything else
+	spareU       []byte // the buffers the queues swap with, owned by whoever is busy
+	spareD       []byte
+	raw          syscall.RawConn // nil: no write from the streams' goroutines
+	iov          [2]unix.Iovec
 	writingSince atomic.Int64 // unix nanoseconds at which the write in progress began; 0: none
 }
 
@@ -34,29 +50,53 @@ func (w *writer) init(s *Session) {
 	w.wake.L = &w.mu
 	w.taken.L = &w.mu
 	w.batch = 1
+	if sc, ok := s.conn.(syscall.Conn); ok {
+		w.raw, _ = sc.SyscallConn()
+	}
 }
 
 // maxKeep bounds the queue buffers kept between writes, so a burst does not pin memory.
 const maxKeep = 1 << 20
 
+// takeLocked takes both queues for a write, leaving the spare buffers in their place.
+func (w *writer) takeLocked() (u, d []byte) {
+	u, w.urg = w.urg, w.spareU[:0]
+	d, w.data = w.data, w.spareD[:0]
+	w.spareU, w.spareD = nil, nil
+	w.batch++
+	w.taken.Broadcast()
+	return u, d
+}
+
+// giveBackLocked returns the written buffers as the next spares.
+func (w *writer) giveBackLocked(u, d []byte) {
+	if cap(u) <= maxKeep {
+		w.spareU = u[:0]
+	}
+	if cap(d) <= maxKeep {
+		w.spareD = d[:0]
+	}
+}
+
+func (w *writer) pendingLocked() bool { return len(w.urg) > 0 || len(w.data) > 0 || len(w.rest) > 0 }
+
 func (w *writer) loop() {
-	var outU, outD []byte
 	for {
 		w.mu.Lock()
-		for len(w.urg) == 0 && len(w.data) == 0 && !w.closed {
+		for (w.busy || !w.pendingLocked()) && !w.closed {
 			w.wake.Wait()
 		}
 		if w.closed {
 			w.mu.Unlock()
 			return
 		}
-		outU, w.urg = w.urg, outU[:0]
-		outD, w.data = w.data, outD[:0]
-		w.batch++
-		w.taken.Broadcast()
+		w.busy = true
+		rest := w.rest
+		w.rest = nil
+		outU, outD := w.takeLocked()
 		w.mu.Unlock()
 
-		bufs := net.Buffers{outU, outD}
+		bufs := net.Buffers{rest, outU, outD}
 		w.writingSince.Store(time.Now().UnixNano())
 		_, err := bufs.WriteTo(w.s.conn)
 		w.writingSince.Store(0)
@@ -64,13 +104,81 @@ func (w *writer) loop() {
 			w.s.fail(fmt.Errorf("write link connection: %w", err))
 			return
 		}
-		if cap(outU) > maxKeep {
-			outU = nil
-		}
-		if cap(outD) > maxKeep {
-			outD = nil
+		w.mu.Lock()
+		w.busy = false
+		w.giveBackLocked(outU, outD)
+		w.mu.Unlock()
+	}
+}
+
+// flushLocked sends what is queued from the calling goroutine, when nobody is writing: one
+// writev(2) that does not wait for the socket. What it leaves, or everything while a write is
+// in progress, goes to the writer goroutine. It releases mu during the system call.
+func (w *writer) flushLocked() {
+	if w.busy || w.closed || w.raw == nil || len(w.rest) > 0 {
+		w.wake.Signal()
+		return
+	}
+	w.busy = true
+	outU, outD := w.takeLocked()
+	w.mu.Unlock()
+	n, err := w.writeOnce(outU, outD)
+	w.mu.Lock()
+	w.busy = false
+	if err != nil {
+		w.mu.Unlock()
+		w.s.fail(fmt.Errorf("write link connection: %w", err))
+		w.mu.Lock()
+		return
+	}
+	if left := len(outU) + len(outD) - n; left > 0 {
+		// The socket is full: the writer goroutine sends the rest, before anything queued since.
+		if n < len(outU) {
+			w.rest = append(append(w.rest, outU[n:]...), outD...)
+		} else {
+			w.rest = append(w.rest, outD[n-len(outU):]...)
 		}
 	}
+	w.giveBackLocked(outU, outD)
+	if w.pendingLocked() {
+		w.wake.Signal()
+	}
+}
+
+// writeOnce makes one non-blocking writev of u and d and returns the bytes the socket took
+// (0 when it was full).
+func (w *writer) writeOnce(u, d []byte) (int, error) {
+	iov := w.iov[:0]
+	for _, b := range [2][]byte{u, d} {
+		if len(b) > 0 {
+			iov = append(iov, unix.Iovec{Base: &b[0]})
+			iov[len(iov)-1].SetLen(len(b))
+		}
+	}
+	if len(iov) == 0 {
+		return 0, nil
+	}
+	var n int
+	var werr error
+	err := w.raw.Write(func(fd uintptr) bool {
+		for {
+			r, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+			switch {
+			case e == unix.EINTR:
+				continue
+			case e == unix.EAGAIN:
+			case e != 0:
+				werr = e
+			default:
+				n = int(r)
+			}
+			return true // never wait: the writer goroutine does the waiting
+		}
+	})
+	if err == nil {
+		err = werr
+	}
+	return n, err
 }
 
 func (w *writer) stuckSince() time.Time {
@@ -88,15 +196,25 @@ func (w *writer) close() {
 	w.mu.Unlock()
 }
 
-// urgent queues a frame written by add ahead of stream data.
-func (w *writer) urgent(add func([]byte) []byte) error {
+// urgent queues a frame written by add ahead of stream data, for the writer goroutine: the
+// session's reader and ticker use it, and must not spend their time writing.
+func (w *writer) urgent(add func([]byte) []byte) error { return w.urgentBy(add, false) }
+
+// urgentNow is urgent from a stream's goroutine, which may write it at once (flushLocked).
+func (w *writer) urgentNow(add func([]byte) []byte) error { return w.urgentBy(add, true) }
+
+func (w *writer) urgentBy(add func([]byte) []byte, now bool) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
 		return ErrLinkLost
 	}
 	w.urg = add(w.urg)
-	w.wake.Signal()
+	if now {
+		w.flushLocked()
+	} else {
+		w.wake.Signal()
+	}
 	return nil
 }
 
@@ -116,7 +234,7 @@ func (w *writer) queue(st *Stream, add func([]byte) ([]byte, error), n int) erro
 	st.credit -= n
 	st.sent += int64(n)
 	st.queuedIn = w.batch
-	w.wake.Signal()
+	w.flushLocked()
 	return nil
 }
 
@@ -156,7 +274,7 @@ func (w *writer) write(st *Stream, p []byte, fin bool) (int, error) {
 		st.credit -= n
 		st.sent += int64(n)
 		st.queuedIn = w.batch
-		w.wake.Signal()
+		w.flushLocked()
 		done += n
 		p = p[n:]
 		if last {
@@ -180,7 +298,7 @@ func (w *writer) move(st *Stream, token uint64) error {
 	}
 	w.data = tunnel.AppendMove(w.data, st.id, uint64(st.sent), token)
 	st.movedOut = !st.finSent
-	w.wake.Signal()
+	w.flushLocked()
 	return nil
 }
 
