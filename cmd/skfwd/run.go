@@ -37,6 +37,13 @@ func cmdRun(e env, args []string) int {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// Each client connection holds a descriptor at each gateway it crosses: a distribution's
+	// default soft limit (1024) would cap a site far below what it can carry.
+	if before, after, err := gateway.RaiseFileLimit(); err != nil {
+		log.Warn("file descriptor limit not raised", "limit", before, "err", err)
+	} else if after != before {
+		log.Info("file descriptor limit raised to the hard limit", "from", before, "to", after)
+	}
 	opts := gateway.Options{Log: log}
 	if cfg.Site.Settings.AdminAddress != "" {
 		opts.Metrics = metrics.New(cfg.Site.Name, version)

@@ -80,6 +80,11 @@ func printStatus(w io.Writer, st gateway.Status) {
 			fmt.Fprintf(w, "  stayed in userspace: %s\n", strings.Join(reasons, ", "))
 		}
 	}
+	limit := "no limit"
+	if st.ConnectionLimit > 0 {
+		limit = fmt.Sprintf("limit %d", st.ConnectionLimit)
+	}
+	fmt.Fprintf(w, "  client connections: %d (%s; file descriptors %d)\n", st.Clients, limit, st.FileLimit)
 	for _, warning := range st.Warnings {
 		fmt.Fprintf(w, "  warning: %s\n", warning)
 	}

@@ -72,7 +72,10 @@ type Listener struct {
 	RoutingKey string
 	Host       string
 	Port       int
-	Origin     Origin
+	// MaxConnections bounds the client connections it holds at once; 0: only the site's
+	// max-connections setting does.
+	MaxConnections int
+	Origin         Origin
 }
 
 // Address is the host:port to listen on.

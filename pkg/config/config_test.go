@@ -135,6 +135,16 @@ func TestParseProblems(t *testing.T) {
 			want:   []wantProblem{{file: "", doc: 0, field: "", phrase: "no Site in in.yaml"}},
 		},
 		{
+			name:  "listener max-connections not a number",
+			input: "apiVersion: skupper.io/v2alpha1\nkind: Listener\nmetadata: {name: db}\nspec: {routingKey: db, host: 0.0.0.0, port: 5432, settings: {max-connections: lots}}\n",
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 4, kind: "Listener", name: "db", field: "spec.settings.max-connections", phrase: "0 to 1048576"}},
+		},
+		{
+			name:  "unknown listener setting",
+			input: "apiVersion: skupper.io/v2alpha1\nkind: Listener\nmetadata: {name: db}\nspec: {routingKey: db, host: 0.0.0.0, port: 5432, settings: {idle: 5s}}\n",
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 4, kind: "Listener", name: "db", field: "spec.settings.idle", phrase: "use max-connections"}},
+		},
+		{
 			name:  "two sites",
 			input: "apiVersion: skupper.io/v2alpha1\nkind: Site\nmetadata: {name: east}\n",
 			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 1, kind: "Site", name: "east", phrase: "keep exactly one Site"}},
@@ -714,6 +724,7 @@ func TestSettingsGetRoundTrip(t *testing.T) {
 		"tunnel-pool-size":      "8",
 		"link-connections":      "0",
 		"first-bytes-limit":     "65536",
+		"max-connections":       "0",
 		"stream-window":         "262144",
 		"move-bytes":            "1048576",
 		"reconnect-max-backoff": "5s",
@@ -728,7 +739,7 @@ func TestSettingsGetRoundTrip(t *testing.T) {
 	d := DefaultSettings()
 	keys := SettingKeys()
 	wantKeys := []string{"admin-address", "state-dir", "heartbeat-interval", "link-dead-time", "probe-interval",
-		"connect-timeout", "answer-timeout", "tunnel-pool-size", "link-connections", "first-bytes-limit", "stream-window", "move-bytes", "reconnect-max-backoff",
+		"connect-timeout", "answer-timeout", "tunnel-pool-size", "link-connections", "first-bytes-limit", "max-connections", "stream-window", "move-bytes", "reconnect-max-backoff",
 		"data-path", "promote-bytes", "promote-after", "max-promoted", "max-kernel-backlog", "pprof", "access-log"}
 	if !reflect.DeepEqual(keys, wantKeys) {
 		t.Fatalf("SettingKeys() = %q, want %q", keys, wantKeys)

@@ -437,6 +437,7 @@ func (d *docCtx) listener(top *object) {
 	}
 	port, portOK := d.port(spec, "port", 0, true)
 	l.Port = port
+	d.listenerSettings(spec, &l)
 	d.warnUnused(spec)
 	d.p.cfg.Listeners = append(d.p.cfg.Listeners, l)
 	if portOK && l.Host != "" {
@@ -444,6 +445,30 @@ func (d *docCtx) listener(top *object) {
 			what: fmt.Sprintf("Listener %q (%s)", l.Name, l.Origin),
 			host: l.Host, port: l.Port, where: d.at(spec.vals["port"], "spec.port"),
 		})
+	}
+}
+
+// listenerSettings reads a Listener's spec.settings (Skupper's ListenerSpec.Settings is a
+// map of strings): skfwd knows max-connections.
+func (d *docCtx) listenerSettings(spec *object, l *Listener) {
+	obj := d.object(spec.get("settings"), "spec.settings")
+	for _, key := range obj.order {
+		field := "spec.settings." + key
+		if key != "max-connections" {
+			d.problem(obj.keys[key], field, fmt.Sprintf("unknown listener setting %q", key), "use max-connections")
+			continue
+		}
+		v, n, ok := d.scalar(obj, key)
+		if !ok {
+			continue
+		}
+		x, err := strconv.Atoi(v)
+		if err != nil || x < 0 || x > 1<<20 {
+			d.problem(n, field, fmt.Sprintf("%q is not a whole number from 0 to 1048576", v),
+				"set the most client connections this listener holds at once (0: only the site's max-connections)")
+			continue
+		}
+		l.MaxConnections = x
 	}
 }
 

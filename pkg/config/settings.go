@@ -32,6 +32,7 @@ type Settings struct {
 	TunnelPoolSize  int // idle pre-established tunnels kept per pool
 	LinkConnections int // link connections a dialed link keeps; 0: one per CPU, at least 2
 	FirstBytesLimit int // client bytes buffered until the tunnel answer
+	MaxConnections  int // client connections the site holds at once; 0: from the descriptor limit
 	StreamWindow    int // receive window of each stream on a link connection
 	MoveBytes       int // bytes (both ways) after which a connection moves off its stream; 0: never
 
@@ -121,6 +122,7 @@ var settingTable = []setting{
 	intSetting("tunnel-pool-size", func(s *Settings) *int { return &s.TunnelPoolSize }, 0, 1024),
 	intSetting("link-connections", func(s *Settings) *int { return &s.LinkConnections }, 0, 64),
 	intSetting("first-bytes-limit", func(s *Settings) *int { return &s.FirstBytesLimit }, 1024, 1048576),
+	intSetting("max-connections", func(s *Settings) *int { return &s.MaxConnections }, 0, 1<<24),
 	// Below a frame the window would stall every stream on each round trip; above 16 MiB one
 	// stream could hold more than a gateway should for a single reader.
 	intSetting("stream-window", func(s *Settings) *int { return &s.StreamWindow }, 16<<10, 16<<20),

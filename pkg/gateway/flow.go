@@ -440,6 +440,15 @@ func (g *Gateway) serveStream(st *links.Stream) {
 		return
 	}
 	if req.DestSite == g.self {
+		if !g.admission.enter() {
+			// Refused before any backend is dialed: the ingress tries its next candidate.
+			st.Refuse(tunnel.ReasonOverLimit, fmt.Sprintf("site %s holds its max-connections (%d)", g.self, g.admission.limit))
+			g.metrics.Refused(req.RoutingKey, req.SourceSite, tunnel.ReasonOverLimit.String())
+			g.admitLog.Warn("over-limit", "connection from another site refused at the site's connection limit",
+				"source_site", req.SourceSite, "routing_key", req.RoutingKey, "site_limit", g.admission.limit)
+			return
+		}
+		defer g.admission.leave()
 		g.deliver(st, req)
 	} else {
 		g.transit(st, req)

@@ -43,12 +43,17 @@ type Gateway struct {
 	badLog   *ratelog.Logger // bad requests from neighbors: a flood must not flood the log
 	failLog  *ratelog.Logger // failed connections, with access-log off
 	warnings []string        // what the operator should fix, found at start (status too)
-	path     datapath.Path
-	pathNote string
-	state    *statedir.Dir
-	links    *links.Manager
-	open     counts.Counter
-	metrics  *metrics.Metrics // nil-safe
+	// admission bounds the client connections the site holds (max-connections), counted
+	// at the ingress that accepted them and at the destination that delivers them.
+	admission admission
+	fileLimit uint64 // the descriptor limit the site runs with
+	admitLog  *ratelog.Logger
+	path      datapath.Path
+	pathNote  string
+	state     *statedir.Dir
+	links     *links.Manager
+	open      counts.Counter
+	metrics   *metrics.Metrics // nil-safe
 
 	linkListeners []net.Listener
 	listeners     []*listener
@@ -80,7 +85,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 	}
 	s := cfg.Site.Settings
 	g = &Gateway{
-		cfg: cfg, settings: s, self: cfg.Site.Name, log: opts.Log, badLog: ratelog.New(opts.Log, time.Second), failLog: ratelog.New(opts.Log, time.Second), path: opts.Path, pathNote: opts.PathNote, open: opts.Counts, metrics: opts.Metrics,
+		cfg: cfg, settings: s, self: cfg.Site.Name, log: opts.Log, badLog: ratelog.New(opts.Log, time.Second), failLog: ratelog.New(opts.Log, time.Second), admitLog: ratelog.New(opts.Log, time.Second), path: opts.Path, pathNote: opts.PathNote, open: opts.Counts, metrics: opts.Metrics,
 		connectors: map[string][]*connector{},
 		active:     map[*net.TCPConn]struct{}{},
 	}
@@ -97,7 +102,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 		}
 	}()
 	bind := func(what, addr string) (net.Listener, error) {
-		l, err := net.Listen("tcp", addr)
+		// No TCP keepalive on accepted sockets: four setsockopt(2) calls each, and links
+		// have heartbeats (see connector.dial).
+		l, err := (&net.ListenConfig{KeepAlive: -1}).Listen(ctx, "tcp", addr)
 		if err != nil {
 			return nil, fmt.Errorf("%s: listen on %s: %w (fix: free the port or change the address in the configuration)", what, addr, err)
 		}
@@ -116,8 +123,10 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 		if err != nil {
 			return nil, err
 		}
-		g.listeners = append(g.listeners, &listener{g: g, cfg: lc, ln: l})
+		g.listeners = append(g.listeners, &listener{g: g, cfg: lc, ln: l, admission: admission{limit: int64(lc.MaxConnections)}})
+		g.metrics.ListenerOpened(lc.Name)
 	}
+	g.admission.limit, g.fileLimit = siteLimit(s.MaxConnections)
 	if s.AdminAddress != "" {
 		if g.admin, err = bind("admin-address setting", s.AdminAddress); err != nil {
 			return nil, err

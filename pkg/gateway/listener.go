@@ -1,10 +1,14 @@
 package gateway
 
 import (
+	"errors"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/skfwd/skfwd/pkg/config"
+	"github.com/skfwd/skfwd/pkg/datapath"
+	"github.com/skfwd/skfwd/pkg/metrics"
 )
 
 // listener accepts client connections for one routing key while any candidate exists. It
@@ -18,6 +22,8 @@ type listener struct {
 	ln        net.Listener // nil while not accepting
 	accepting bool
 	lastErr   string
+
+	admission admission // the Listener's max-connections
 }
 
 func (l *listener) setAvailable(ok bool) {
@@ -74,19 +80,56 @@ func (l *listener) close() {
 }
 
 func (l *listener) acceptLoop(ln net.Listener) {
+	var pause time.Duration
 	for {
 		c, err := ln.Accept()
-		if err != nil {
+		if errors.Is(err, net.ErrClosed) {
 			return // closed: no candidate, or stopping
 		}
+		if err != nil {
+			// Out of descriptors or memory for a moment (EMFILE, ENFILE, ENOBUFS): the
+			// listener stays, and tries again shortly, as net/http's server does.
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			l.g.admitLog.Warn("accept", "listener cannot accept, retrying", "listener", l.cfg.Name, "err", err, "retry_in", pause)
+			time.Sleep(pause)
+			continue
+		}
+		pause = 0
 		client := c.(*net.TCPConn)
+		if reason := l.admit(); reason != "" {
+			datapath.Abort(client) // a reset at once: the client must not wait on a connection nobody serves
+			l.g.metrics.AdmissionRefused(l.cfg.Name, reason)
+			l.g.admitLog.Warn(reason, "client connection refused at a connection limit", "listener", l.cfg.Name, "reason", reason,
+				"listener_limit", l.admission.limit, "site_limit", l.g.admission.limit)
+			continue
+		}
 		if !l.g.trackActive(client) {
+			l.leave()
 			client.Close()
 			return
 		}
 		l.g.goRun(func() {
+			defer l.leave()
 			defer l.g.untrackActive(client)
 			l.g.serveClient(l.cfg.RoutingKey, client)
 		})
 	}
+}
+
+// admit counts a new client connection against the listener's and the site's limits, or
+// returns the limit that refuses it.
+func (l *listener) admit() string {
+	if !l.admission.enter() {
+		return metrics.RefusedListenerLimit
+	}
+	if !l.g.admission.enter() {
+		l.admission.leave()
+		return metrics.RefusedSiteLimit
+	}
+	return ""
+}
+
+func (l *listener) leave() {
+	l.admission.leave()
+	l.g.admission.leave()
 }

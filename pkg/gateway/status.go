@@ -23,6 +23,11 @@ type Status struct {
 	DataPathNote string `json:"data_path_note,omitempty"`
 	// Warnings are problems of the host found at start that the operator should fix.
 	Warnings []string `json:"warnings,omitempty"`
+	// Clients is the client connections held now against ConnectionLimit (max-connections;
+	// 0: none), with the descriptor limit the default is derived from.
+	Clients         int64  `json:"clients"`
+	ConnectionLimit int64  `json:"connection_limit"`
+	FileLimit       uint64 `json:"file_limit"`
 	// Kernel is the kernel path's activity; nil on the userspace path.
 	Kernel     *KernelStatus `json:"kernel,omitempty"`
 	Goroutines int           `json:"goroutines"`
@@ -112,7 +117,8 @@ func kernelStatus(k *datapath.Kernel) *KernelStatus {
 
 // Status reports the site's state now.
 func (g *Gateway) Status() Status {
-	st := Status{Site: g.self, DataPath: g.path.Mode(), DataPathNote: g.pathNote, Warnings: g.warnings, Goroutines: runtime.NumGoroutine(), Links: g.links.Status()}
+	st := Status{Site: g.self, DataPath: g.path.Mode(), DataPathNote: g.pathNote, Warnings: g.warnings,
+		Clients: g.admission.open.Load(), ConnectionLimit: g.admission.limit, FileLimit: g.fileLimit, Goroutines: runtime.NumGoroutine(), Links: g.links.Status()}
 	if k, ok := g.path.(*datapath.Kernel); ok {
 		st.Kernel = kernelStatus(k)
 	}

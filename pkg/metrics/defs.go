@@ -34,6 +34,7 @@ const (
 	ReasonNoTunnel          = "no-tunnel"           // no tunnel to the next hop could be had in time
 	ReasonShuttingDown      = "shutting-down"       // the destination is stopping
 	ReasonBadRequest        = "bad-request"         // the destination could not read the request
+	ReasonOverLimit         = "over-limit"          // the destination holds its max-connections already
 	ReasonConnectFailed     = "connect-failed"      // a local connector refused the connect
 	ReasonConnectTimeout    = "connect-timeout"     // a local connector did not answer the connect in time
 	ReasonLinkDown          = "link-down"           // no link up to the next hop
@@ -45,7 +46,7 @@ const (
 // Reasons lists every value of the reason label.
 var Reasons = []string{
 	ReasonBackendRefused, ReasonBackendTimeout, ReasonNoConnector, ReasonNoRoute, ReasonNoTunnel,
-	ReasonShuttingDown, ReasonBadRequest, ReasonConnectFailed, ReasonConnectTimeout, ReasonLinkDown,
+	ReasonShuttingDown, ReasonBadRequest, ReasonOverLimit, ReasonConnectFailed, ReasonConnectTimeout, ReasonLinkDown,
 	ReasonLinkLost, ReasonAnswerTimeout, ReasonResetBeforeCommit,
 }
 
@@ -66,6 +67,13 @@ const (
 	MoveMoved    = "moved"
 	MoveNoTunnel = "no-tunnel"
 	MoveNoAttach = "no-attach"
+)
+
+// Reasons a listener refused a client at once (label reason of
+// skfwd_connections_refused_total).
+const (
+	RefusedListenerLimit = "listener-limit"
+	RefusedSiteLimit     = "site-limit"
 )
 
 // Directions of bytes (label direction).
@@ -138,6 +146,9 @@ var (
 	defRefused = Def{Name: "skfwd_requests_refused_total", Kind: Counter, Labels: []string{"routing_key", "source_site", "reason"},
 		Help: "Requests from other sites that this site refused, by reason; the ingress then tries its next candidate.",
 		Note: "A request that could not be read (malformed, or stalled mid-request) counts with reason `bad-request` and empty routing_key and source_site; that series is exported at 0 from start."}
+	defAdmissionRefused = Def{Name: "skfwd_connections_refused_total", Kind: Counter, Labels: []string{"listener", "reason"},
+		Help: "Client connections a listener reset at once because a limit was reached: `listener-limit` (the Listener's max-connections) or `site-limit` (the site's max-connections).",
+		Note: "Exported at 0 for every listener from start. Connections from other sites refused at this site's limit count in skfwd_requests_refused_total with reason `over-limit`."}
 	defHandshakesRejected = Def{Name: "skfwd_link_handshakes_rejected_total", Kind: Counter, Labels: []string{"reason"},
 		Help: "Connections to this site's link port rejected before they carried anything, by reason.",
 		Note: "reason is one of " + joinCode(HandshakeReasons) + " (a credential this site never issued; the right credential with the wrong secret; not skfwd's handshake; no handshake within 5 s; closed mid-handshake; a peer with this site's own name; a tunnel for a link not up here), each exported at 0 from start. The log shows at most one line a second per reason."}
@@ -207,7 +218,7 @@ var (
 // Definitions lists every metric, in reference order.
 var Definitions = []Def{
 	defAccepted, defOpened, defClosed, defFailed, defOpen, defInProgress, defSetup, defBytes,
-	defAttemptFailures, defRetries, defDelivered, defRefused, defHandshakesRejected,
+	defAttemptFailures, defRetries, defDelivered, defRefused, defAdmissionRefused, defHandshakesRejected,
 	defScore, defPathCost, defCandidates, defListener, defConnectorUp,
 	defLinkUp, defLinkCost, defLinkRTT, defHeartbeatMisses, defPoolIdle, defTunnelsActive, defPoolMisses, defMoves, defRouteCost,
 	defDataPath, defPromotions, defDemotions, defFallbacks, defTrimmed, defKernelBytes, defKernelBacklog, defMapEntries, defMapCapacity,

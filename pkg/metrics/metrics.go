@@ -26,6 +26,7 @@ type Metrics struct {
 	delivered       *prometheus.CounterVec
 	refused         *prometheus.CounterVec
 	rejected        *prometheus.CounterVec
+	admission       *prometheus.CounterVec
 	heartbeatMisses *prometheus.CounterVec
 	poolMisses      *prometheus.CounterVec
 	moves           *prometheus.CounterVec
@@ -59,6 +60,7 @@ func New(site, version string) *Metrics {
 	m.delivered = counter(defDelivered)
 	m.refused = counter(defRefused)
 	m.rejected = counter(defHandshakesRejected)
+	m.admission = counter(defAdmissionRefused)
 	// Rejections are exported at 0 from start, so an alert on increase() sees the first one.
 	for _, r := range HandshakeReasons {
 		m.rejected.WithLabelValues(r)
@@ -205,6 +207,24 @@ func (m *Metrics) Move(result string) {
 		return
 	}
 	m.moves.WithLabelValues(result).Inc()
+}
+
+// ListenerOpened exports listener's admission refusals at 0.
+func (m *Metrics) ListenerOpened(listener string) {
+	if m == nil {
+		return
+	}
+	for _, r := range []string{RefusedListenerLimit, RefusedSiteLimit} {
+		m.admission.WithLabelValues(listener, r)
+	}
+}
+
+// AdmissionRefused counts a client connection listener reset at once for reason.
+func (m *Metrics) AdmissionRefused(listener, reason string) {
+	if m == nil {
+		return
+	}
+	m.admission.WithLabelValues(listener, reason).Inc()
 }
 
 // HandshakeRejected counts a connection to the link port rejected for reason (one of

@@ -82,6 +82,7 @@ var reasonHelp = map[string]string{
 	ReasonNoTunnel:          "no tunnel toward the next hop could be had in time",
 	ReasonShuttingDown:      "the destination site is stopping",
 	ReasonBadRequest:        "the destination could not read the request",
+	ReasonOverLimit:         "the destination holds its max-connections already (the ingress tries its next candidate)",
 	ReasonConnectFailed:     "a local connector refused the connect (it is marked down at once)",
 	ReasonConnectTimeout:    "a local connector did not answer the connect within connect-timeout",
 	ReasonLinkDown:          "no link is up to the next hop",

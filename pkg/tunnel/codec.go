@@ -139,6 +139,7 @@ const (
 	ReasonNoTunnel
 	ReasonShuttingDown
 	ReasonBadRequest
+	ReasonOverLimit // the destination holds its max-connections already
 )
 
 var reasonNames = [...]string{
@@ -150,6 +151,7 @@ var reasonNames = [...]string{
 	ReasonNoTunnel:       "no-tunnel",
 	ReasonShuttingDown:   "shutting-down",
 	ReasonBadRequest:     "bad-request",
+	ReasonOverLimit:      "over-limit",
 }
 
 // String returns the reason's metric-label form. Values this version does not know (a newer peer's) print as

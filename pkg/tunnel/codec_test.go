@@ -273,7 +273,8 @@ func TestReasonString(t *testing.T) {
 		{ReasonNoTunnel, "no-tunnel"},
 		{ReasonShuttingDown, "shutting-down"},
 		{ReasonBadRequest, "bad-request"},
-		{8, "reason-8"},
+		{ReasonOverLimit, "over-limit"},
+		{9, "reason-9"},
 		{255, "reason-255"},
 	}
 	for _, tt := range tests {
