@@ -64,7 +64,7 @@ func fullPlan() plan {
 func quickPlan() plan {
 	return plan{Reps: 1, Bulk: 2 * time.Second, Rate: 2 * time.Second, TTFBProbes: 5,
 		FailRun: 5 * time.Second, FailAt: time.Second, Delay: 10 * time.Millisecond, FailWorkers: 8,
-		Sustain: 12 * time.Second}
+		Sustain: 3 * time.Second}
 }
 
 func cmdBench(args []string) int {
