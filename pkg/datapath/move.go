@@ -53,14 +53,10 @@ type mover struct {
 	seen   atomic.Int64 // bytes both ways, counted by the starting end
 	nextAt atomic.Int64 // when seen reaches it, try to move (again)
 
-	mu      sync.Mutex // orders a move against the direction ending
-	ended   bool       // conn's direction onto the stream has ended (FIN sent)
-	tunnel  *Tunnel    // the starting end's tunnel, once taken
-	tunnelC atomic.Bool
+	mu     sync.Mutex             // orders a move against the direction ending
+	ended  bool                   // conn's direction onto the stream has ended (FIN sent)
+	tunnel atomic.Pointer[Tunnel] // the starting end's tunnel, once taken
 }
-
-// errMoved ends a direction's stream phase: it continues on the tunnel.
-var errMoved = mux.ErrMoved
 
 func newMover(m *Mover, conn *net.TCPConn, st *mux.Stream) *mover {
 	mv := &mover{Mover: m, conn: conn, st: st}
@@ -89,8 +85,7 @@ func (mv *mover) count(n int) {
 	}
 	mv.mu.Lock()
 	defer mv.mu.Unlock()
-	mv.tunnel = &t
-	mv.tunnelC.Store(true)
+	mv.tunnel.Store(&t)
 	if mv.ended {
 		// This end's direction is over: the move frame asks the peer to move its own.
 		_ = mv.st.SendMove(t.Token)
@@ -121,12 +116,12 @@ func (mv *mover) sendMove() error {
 	if err := mv.st.SendMove(token); err != nil {
 		return err
 	}
-	return errMoved
+	return mux.ErrMoved
 }
 
 func (mv *mover) token() (uint64, bool) {
-	if mv.tunnelC.Load() {
-		return mv.tunnel.Token, true
+	if t := mv.tunnel.Load(); t != nil {
+		return t.Token, true
 	}
 	return mv.st.MoveToken()
 }
@@ -168,7 +163,7 @@ func joinMovable(conn *net.TCPConn, st *mux.Stream, m *Mover) Result {
 	res := joinDirections(
 		func() (int64, error) {
 			n, err := socketToStream(conn, st, mv)
-			if errors.Is(err, errMoved) {
+			if errors.Is(err, mux.ErrMoved) {
 				abMoved, err = true, nil
 			}
 			return n, err
@@ -182,11 +177,11 @@ func joinMovable(conn *net.TCPConn, st *mux.Stream, m *Mover) Result {
 		},
 		func() { st.Reset(); Abort(conn) },
 		func() {})
-	taken := mv.tunnelC.Load()
+	taken := mv.tunnel.Load()
 	if res.Err != nil || !(abMoved || baMoved) {
-		if taken {
-			Abort(mv.tunnel.Conn)
-			mv.tunnel.Done()
+		if taken != nil {
+			Abort(taken.Conn)
+			taken.Done()
 		}
 		if res.Err == nil {
 			conn.Close()
@@ -195,8 +190,8 @@ func joinMovable(conn *net.TCPConn, st *mux.Stream, m *Mover) Result {
 		return res
 	}
 	var t Tunnel
-	if taken {
-		t = *mv.tunnel
+	if taken != nil {
+		t = *taken
 	} else {
 		token, _ := st.MoveToken() // moved here only after the peer's move frame
 		var err error

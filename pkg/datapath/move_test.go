@@ -119,10 +119,7 @@ func TestMoveMidTransferBothWaysChecksummed(t *testing.T) {
 	up, down := goSend(s.A, 1, size), goSend(s.B, 2, size)
 	checkTransfer(t, "A to B", wait(t, "A's send", up), wait(t, "B's receive", upRecv))
 	checkTransfer(t, "B to A", wait(t, "B's send", down), wait(t, "A's receive", downRecv))
-	o, a := s.results(t)
-	if !o.Moved || !a.Moved || o.Err != nil || a.Err != nil {
-		t.Fatalf("opener %+v, acceptor %+v: want both moved, no error", o, a)
-	}
+	o, a := s.bothMoved(t)
 	if o.AToB != size || o.BToA != size || a.AToB != size || a.BToA != size {
 		t.Fatalf("counted opener %d/%d, acceptor %d/%d, want %d each", o.AToB, o.BToA, a.AToB, a.BToA, size)
 	}
@@ -133,28 +130,35 @@ func TestMoveMidTransferBothWaysChecksummed(t *testing.T) {
 func TestMoveDownloadAfterClientHalfClose(t *testing.T) {
 	checkGoroutines(t)
 	s := joinStreamed(t, true, moveAfter)
-	reqRecv := goRecv(s.B)
-	checkTransfer(t, "request", wait(t, "request send", goSend(s.A, 3, 100)), wait(t, "request receive", reqRecv))
-	downRecv := goRecv(s.A)
-	checkTransfer(t, "download", wait(t, "download send", goSend(s.B, 4, 8<<20)), wait(t, "download receive", downRecv))
-	o, a := s.results(t)
-	if !o.Moved || !a.Moved || o.Err != nil || a.Err != nil {
-		t.Fatalf("opener %+v, acceptor %+v: want both moved, no error", o, a)
-	}
+	oneWay(t, "request", s.A, s.B, 3, 100)
+	oneWay(t, "download", s.B, s.A, 4, 8<<20)
+	s.bothMoved(t)
 }
 
 // The backend answers and half-closes at once; the client uploads: only the upload moves.
 func TestMoveUploadAfterBackendHalfClose(t *testing.T) {
 	checkGoroutines(t)
 	s := joinStreamed(t, true, moveAfter)
-	replyRecv := goRecv(s.A)
-	checkTransfer(t, "reply", wait(t, "reply send", goSend(s.B, 5, 10)), wait(t, "reply receive", replyRecv))
-	upRecv := goRecv(s.B)
-	checkTransfer(t, "upload", wait(t, "upload send", goSend(s.A, 6, 8<<20)), wait(t, "upload receive", upRecv))
+	oneWay(t, "reply", s.B, s.A, 5, 10)
+	oneWay(t, "upload", s.A, s.B, 6, 8<<20)
+	s.bothMoved(t)
+}
+
+// oneWay sends n checksummed bytes from src, half-closes it, and checks what dst receives.
+func oneWay(t *testing.T, what string, src, dst *net.TCPConn, seed uint64, n int64) {
+	t.Helper()
+	got := goRecv(dst)
+	checkTransfer(t, what, wait(t, what+" send", goSend(src, seed, n)), wait(t, what+" receive", got))
+}
+
+// bothMoved waits for both joins and checks that both moved the connection and ended cleanly.
+func (s *streamed) bothMoved(t *testing.T) (opener, acceptor datapath.Result) {
+	t.Helper()
 	o, a := s.results(t)
 	if !o.Moved || !a.Moved || o.Err != nil || a.Err != nil {
 		t.Fatalf("opener %+v, acceptor %+v: want both moved, no error", o, a)
 	}
+	return o, a
 }
 
 // Without a tunnel the connection stays on the stream, intact; a short one never moves.

@@ -88,7 +88,7 @@ func streamTo(st *mux.Stream, w halfCloser) (int64, error) {
 // socketToStream copies conn onto st until conn's end of stream, which it passes on as the
 // stream's half-close. It waits for conn to be readable before taking a buffer, so an idle
 // connection holds none. With mv, it stops at a byte boundary when a move is due and sends
-// the move instead (errMoved).
+// the move instead (mux.ErrMoved).
 func socketToStream(conn *net.TCPConn, st *mux.Stream, mv *mover) (int64, error) {
 	rc, err := conn.SyscallConn()
 	if err != nil {

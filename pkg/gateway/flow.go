@@ -391,7 +391,7 @@ func (g *Gateway) serveTunnel(t *links.Tunnel) {
 	}
 	// The answer says why, so a peer of another version does not take it for a failed backend.
 	g.metrics.BadRequest()
-	g.badLog.Warn(tunnel.ReasonBadRequest.String(), "bad tunnel request, tunnel closed",
+	g.rateLog.Warn(tunnel.ReasonBadRequest.String(), "bad tunnel request, tunnel closed",
 		"link", t.Link, "peer", t.Peer, "why", why, "err", err)
 	g.refuse(t.Conn, tunnel.ReasonBadRequest, why)
 }
@@ -444,7 +444,7 @@ func (g *Gateway) serveStream(st *links.Stream) {
 			// Refused before any backend is dialed: the ingress tries its next candidate.
 			st.Refuse(tunnel.ReasonOverLimit, fmt.Sprintf("site %s holds its max-connections (%d)", g.self, g.admission.limit))
 			g.metrics.Refused(req.RoutingKey, req.SourceSite, tunnel.ReasonOverLimit.String())
-			g.admitLog.Warn("over-limit", "connection from another site refused at the site's connection limit",
+			g.rateLog.Warn("over-limit", "connection from another site refused at the site's connection limit",
 				"source_site", req.SourceSite, "routing_key", req.RoutingKey, "site_limit", g.admission.limit)
 			return
 		}
@@ -612,7 +612,7 @@ func (g *Gateway) logFlow(start time.Time, f flowLog) {
 			return
 		}
 		var ok bool
-		if ok, suppressed = g.failLog.Allow(string(f.outcome)); !ok {
+		if ok, suppressed = g.rateLog.Allow(string(f.outcome)); !ok {
 			return
 		}
 	}

@@ -40,14 +40,15 @@ type Gateway struct {
 	settings config.Settings
 	self     string
 	log      *slog.Logger
-	badLog   *ratelog.Logger // bad requests from neighbors: a flood must not flood the log
-	failLog  *ratelog.Logger // failed connections, with access-log off
-	warnings []string        // what the operator should fix, found at start (status too)
+	// rateLog writes what a flood could repeat (bad requests from neighbors, failed
+	// connections with access-log off, refusals at a limit) at most once a second per
+	// kind; the kinds are bounded sets of reasons, so one flood does not hide another.
+	rateLog  *ratelog.Logger
+	warnings []string // what the operator should fix, found at start (status too)
 	// admission bounds the client connections the site holds (max-connections), counted
 	// at the ingress that accepted them and at the destination that delivers them.
 	admission admission
 	fileLimit uint64 // the descriptor limit the site runs with
-	admitLog  *ratelog.Logger
 	path      datapath.Path
 	pathNote  string
 	state     *statedir.Dir
@@ -85,7 +86,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 	}
 	s := cfg.Site.Settings
 	g = &Gateway{
-		cfg: cfg, settings: s, self: cfg.Site.Name, log: opts.Log, badLog: ratelog.New(opts.Log, time.Second), failLog: ratelog.New(opts.Log, time.Second), admitLog: ratelog.New(opts.Log, time.Second), path: opts.Path, pathNote: opts.PathNote, open: opts.Counts, metrics: opts.Metrics,
+		cfg: cfg, settings: s, self: cfg.Site.Name, log: opts.Log, rateLog: ratelog.New(opts.Log, time.Second), path: opts.Path, pathNote: opts.PathNote, open: opts.Counts, metrics: opts.Metrics,
 		connectors: map[string][]*connector{},
 		active:     map[*net.TCPConn]struct{}{},
 	}

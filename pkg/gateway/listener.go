@@ -90,7 +90,7 @@ func (l *listener) acceptLoop(ln net.Listener) {
 			// Out of descriptors or memory for a moment (EMFILE, ENFILE, ENOBUFS): the
 			// listener stays, and tries again shortly, as net/http's server does.
 			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
-			l.g.admitLog.Warn("accept", "listener cannot accept, retrying", "listener", l.cfg.Name, "err", err, "retry_in", pause)
+			l.g.rateLog.Warn("accept", "listener cannot accept, retrying", "listener", l.cfg.Name, "err", err, "retry_in", pause)
 			time.Sleep(pause)
 			continue
 		}
@@ -99,7 +99,7 @@ func (l *listener) acceptLoop(ln net.Listener) {
 		if reason := l.admit(); reason != "" {
 			datapath.Abort(client) // a reset at once: the client must not wait on a connection nobody serves
 			l.g.metrics.AdmissionRefused(l.cfg.Name, reason)
-			l.g.admitLog.Warn(reason, "client connection refused at a connection limit", "listener", l.cfg.Name, "reason", reason,
+			l.g.rateLog.Warn(reason, "client connection refused at a connection limit", "listener", l.cfg.Name, "reason", reason,
 				"listener_limit", l.admission.limit, "site_limit", l.g.admission.limit)
 			continue
 		}

@@ -96,7 +96,7 @@ const (
 	RejectTimeout           = "timeout"            // the handshake did not finish in time
 	RejectClosed            = "closed"             // the connection ended or failed mid-handshake
 	RejectOwnSiteName       = "own-site-name"      // the peer presented this site's own name
-	RejectNoSession         = "no-session"         // a tunnel for a link whose session is not up here
+	RejectNoSession         = "no-session"         // a tunnel or link connection for a link whose session is not up here
 )
 
 // RejectReasons lists every reason HandshakeRejected is called with.
@@ -309,32 +309,28 @@ func (m *Manager) accept(c *net.TCPConn) {
 	case auth.Control:
 		s := m.newSession(peer.Credential, peer.Site, false, c, grantCost)
 		m.runSession(s)
-	case auth.Streams:
+	case auth.Streams, auth.TunnelIn, auth.TunnelOut:
+		// More connections of a link that is up: they join its session.
 		s := m.awaitAcceptedSession(peer.Credential, peer.Site)
 		if s == nil {
 			if m.ctx.Err() == nil {
-				m.reject(c, RejectNoSession, "link connection for a link that is not up here rejected",
+				what := "tunnel"
+				if peer.Purpose == auth.Streams {
+					what = "link connection"
+				}
+				m.reject(c, RejectNoSession, what+" for a link that is not up here rejected",
 					"remote", remote, "link", peer.Credential, "peer", peer.Site)
 			} else {
 				c.Close()
 			}
 			return
 		}
-		s.serveConn(c)
-	case auth.TunnelIn, auth.TunnelOut:
-		s := m.awaitAcceptedSession(peer.Credential, peer.Site)
-		if s == nil {
-			if m.ctx.Err() == nil {
-				m.reject(c, RejectNoSession, "tunnel for a link that is not up here rejected",
-					"remote", remote, "link", peer.Credential, "peer", peer.Site)
-			} else {
-				c.Close()
-			}
-			return
-		}
-		if peer.Purpose == auth.TunnelIn {
+		switch peer.Purpose {
+		case auth.Streams:
+			s.serveConn(c)
+		case auth.TunnelIn:
 			s.addIdle(c)
-		} else {
+		default:
 			s.awaitRequest(c)
 		}
 	}

@@ -44,14 +44,7 @@ func TestMoveEndsEachDirectionInOrder(t *testing.T) {
 	if tok, ok := peer.MoveToken(); !ok || tok != 41 {
 		t.Fatalf("move token %d %v", tok, ok)
 	}
-	select {
-	case tok := <-hooked:
-		if tok != 41 {
-			t.Fatalf("hook got token %d", tok)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("move hook not called")
-	}
+	waitHook(t, hooked, 41)
 
 	// The other way, from the acceptor.
 	if _, err := peer.Write([]byte("reply")); err != nil {
@@ -91,14 +84,7 @@ func TestMoveAfterEndAsksThePeer(t *testing.T) {
 	if err := st.SendMove(7); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case tok := <-hooked:
-		if tok != 7 {
-			t.Fatalf("hook got token %d", tok)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("move hook not called")
-	}
+	waitHook(t, hooked, 7)
 	// The peer's direction moves: the opener's reads end with ErrMoved after its bytes.
 	if _, err := peer.Write([]byte("head")); err != nil {
 		t.Fatal(err)
@@ -145,5 +131,18 @@ func TestMoveAtWrongOffsetEndsTheConnection(t *testing.T) {
 	}
 	if _, err := io.ReadAll(st); !isLinkLost(err) {
 		t.Fatalf("stream read after the malformed move: %v", err)
+	}
+}
+
+// waitHook waits for an OnMove hook to report the token want.
+func waitHook(t *testing.T, hooked <-chan uint64, want uint64) {
+	t.Helper()
+	select {
+	case tok := <-hooked:
+		if tok != want {
+			t.Fatalf("hook got token %d, want %d", tok, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("move hook not called")
 	}
 }

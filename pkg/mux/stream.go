@@ -38,7 +38,7 @@ type Stream struct {
 	rfin     bool
 	rmoved   bool  // the peer's direction continues on a tunnel after the buffered bytes
 	received int64 // bytes the peer sent on the stream
-	moveSeen bool  // a move frame arrived (moveToken is set)
+	moveSeen bool  // a move frame arrived (moveTok is set)
 	moveTok  uint64
 	onMove   func(token uint64)
 	rerr     error
@@ -69,9 +69,6 @@ func newStream(s *Session, id uint32, opener bool) *Stream {
 const chunkSize = 16 << 10
 
 var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
-
-// ID is the stream's number on its session: unique there while the session lives.
-func (st *Stream) ID() uint32 { return st.id }
 
 // Request is what the peer asked for when it opened this stream.
 func (st *Stream) Request() tunnel.Request { return st.req }

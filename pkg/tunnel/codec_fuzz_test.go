@@ -26,22 +26,17 @@ func FuzzReadRequest(f *testing.F) {
 	f.Add([]byte{'S', 'K', 1, 1, 0xff, 0xff})
 	f.Add(frame(1, frameRequest, 9, []byte{0, 0, 0, 0, 0, 0, 0, 0, 0}))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r := bytes.NewReader(data)
-		req, err := ReadRequest(r)
-		if err != nil {
-			if !knownError(err) {
-				t.Fatalf("unexpected error kind: %v", err)
+		checkDecoder(t, data, func(r io.Reader) ([]byte, error) {
+			req, err := ReadRequest(r)
+			if err != nil {
+				return nil, err
 			}
-			return
-		}
-		consumed := data[:len(data)-r.Len()]
-		enc, err := req.Append(nil)
-		if err != nil {
-			t.Fatalf("decoded %+v does not encode: %v", req, err)
-		}
-		if !bytes.Equal(enc, consumed) {
-			t.Fatalf("re-encoded %v, consumed %v", enc, consumed)
-		}
+			enc, err := req.Append(nil)
+			if err != nil {
+				t.Fatalf("decoded %+v does not encode: %v", req, err)
+			}
+			return enc, nil
+		})
 	})
 }
 
@@ -53,18 +48,10 @@ func FuzzReadAnswer(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{'S', 'K', 1, 2, 0x04, 0x01})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r := bytes.NewReader(data)
-		a, err := ReadAnswer(r)
-		if err != nil {
-			if !knownError(err) {
-				t.Fatalf("unexpected error kind: %v", err)
-			}
-			return
-		}
-		consumed := data[:len(data)-r.Len()]
-		if enc := a.Append(nil); !bytes.Equal(enc, consumed) {
-			t.Fatalf("re-encoded %v, consumed %v", enc, consumed)
-		}
+		checkDecoder(t, data, func(r io.Reader) ([]byte, error) {
+			a, err := ReadAnswer(r)
+			return a.Append(nil), err
+		})
 	})
 }
 
@@ -74,17 +61,26 @@ func FuzzReadAttach(f *testing.F) {
 	f.Add(goldenRequestBytes)
 	f.Add([]byte{'S', 'K', 1, 3, 0, 7, 1, 2, 3, 4, 5, 6, 7})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r := bytes.NewReader(data)
-		a, err := ReadAttach(r)
-		if err != nil {
-			if !knownError(err) {
-				t.Fatalf("unexpected error kind: %v", err)
-			}
-			return
-		}
-		consumed := data[:len(data)-r.Len()]
-		if enc := a.Append(nil); !bytes.Equal(enc, consumed) {
-			t.Fatalf("re-encoded %v, consumed %v", enc, consumed)
-		}
+		checkDecoder(t, data, func(r io.Reader) ([]byte, error) {
+			a, err := ReadAttach(r)
+			return a.Append(nil), err
+		})
 	})
+}
+
+// checkDecoder runs decode (which returns the re-encoding of what it decoded) on data: it
+// must fail with one of the promised errors, or consume exactly the bytes it re-encodes to.
+func checkDecoder(t *testing.T, data []byte, decode func(io.Reader) ([]byte, error)) {
+	t.Helper()
+	r := bytes.NewReader(data)
+	enc, err := decode(r)
+	if err != nil {
+		if !knownError(err) {
+			t.Fatalf("unexpected error kind: %v", err)
+		}
+		return
+	}
+	if consumed := data[:len(data)-r.Len()]; !bytes.Equal(enc, consumed) {
+		t.Fatalf("re-encoded %v, consumed %v", enc, consumed)
+	}
 }

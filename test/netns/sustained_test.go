@@ -28,13 +28,7 @@ func TestSustainedRateThroughRemoteBackend(t *testing.T) {
 		run = 120 * time.Second
 	}
 	t.Logf("sustained run of %v (data path %s)", run, dataPath)
-	lab := newLab(t)
-	a, b := site(t, lab, "a"), site(t, lab, "b")
-	_, ifB := link(t, lab, a, b, 1)
-	ip, err := b.IfAddr(ifB)
-	check(t, err)
-	check(t, b.Sysctl("net.ipv4.tcp_tw_reuse", "1"))
-	remote := fmt.Sprintf("%s:7100", ip)
+	a, b, remote := remoteBackendPair(t, "1")
 	a.Listener("backend", svc, svcPort)
 	b.Connector("backend", svc, remote)
 	backend(t, b, "b", remote)
@@ -100,15 +94,10 @@ func medianOf(v []float64) float64 {
 // with a connector on a non-loopback address says at start and in status how soon sustained
 // traffic to it runs out of ports, and how to fix it; one on loopback says nothing.
 func TestTimeWaitWarning(t *testing.T) {
-	lab := newLab(t)
-	a, b := site(t, lab, "a"), site(t, lab, "b")
-	_, ifB := link(t, lab, a, b, 1)
-	ip, err := b.IfAddr(ifB)
-	check(t, err)
-	check(t, b.Sysctl("net.ipv4.tcp_tw_reuse", "2"))
+	a, b, remote := remoteBackendPair(t, "2")
 	check(t, a.Sysctl("net.ipv4.tcp_tw_reuse", "2"))
 	a.Connector("local", svc, beAddr)
-	b.Connector("remote", svc, fmt.Sprintf("%s:7100", ip))
+	b.Connector("remote", svc, remote)
 	start(t, b, a)
 	w := must[gateway.Status](t)(b.Status()).Warnings
 	if len(w) != 1 || !strings.Contains(w[0], `connector "remote"`) || !strings.Contains(w[0], "net.ipv4.tcp_tw_reuse=1") {
@@ -123,4 +112,17 @@ func TestTimeWaitWarning(t *testing.T) {
 	if w := must[gateway.Status](t)(a.Status()).Warnings; len(w) != 0 {
 		t.Errorf("warnings at a, whose connector is on loopback: %q", w)
 	}
+}
+
+// remoteBackendPair is sites a and b linked a -> b, b with net.ipv4.tcp_tw_reuse set to
+// reuse, and the address on b's veth (not loopback) where a backend of b may listen.
+func remoteBackendPair(t *testing.T, reuse string) (a, b *netlab.Site, remote string) {
+	t.Helper()
+	lab := newLab(t)
+	a, b = site(t, lab, "a"), site(t, lab, "b")
+	_, ifB := link(t, lab, a, b, 1)
+	ip, err := b.IfAddr(ifB)
+	check(t, err)
+	check(t, b.Sysctl("net.ipv4.tcp_tw_reuse", reuse))
+	return a, b, fmt.Sprintf("%s:7100", ip)
 }
