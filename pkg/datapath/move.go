@@ -151,32 +151,11 @@ func (w countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// joinMovable is JoinStream with moves: the stream phase, then, if either end moved, the
-// tunnel phase on the directions that moved.
-func joinMovable(conn *net.TCPConn, st *mux.Stream, m *Mover) Result {
-	mv := newMover(m, conn, st)
-	var abMoved, baMoved bool
-	var w halfCloser = conn
-	if m.After > 0 {
-		w = countingWriter{conn, mv}
-	}
-	res := joinDirections(
-		func() (int64, error) {
-			n, err := socketToStream(conn, st, mv)
-			if errors.Is(err, mux.ErrMoved) {
-				abMoved, err = true, nil
-			}
-			return n, err
-		},
-		func() (int64, error) {
-			n, err := streamTo(st, w)
-			if errors.Is(err, mux.ErrMoved) {
-				baMoved, err = true, nil
-			}
-			return n, err
-		},
-		func() { st.Reset(); Abort(conn) },
-		func() {})
+// afterStream finishes a connection whose stream phase ended with res: when a direction
+// moved, the moved directions continue on the tunnel; otherwise the tunnel taken, if any,
+// goes back unused.
+func (mv *mover) afterStream(res Result, abMoved, baMoved bool) Result {
+	conn, st := mv.conn, mv.st
 	taken := mv.tunnel.Load()
 	if res.Err != nil || !(abMoved || baMoved) {
 		if taken != nil {
@@ -195,7 +174,7 @@ func joinMovable(conn *net.TCPConn, st *mux.Stream, m *Mover) Result {
 	} else {
 		token, _ := st.MoveToken() // moved here only after the peer's move frame
 		var err error
-		if t, err = m.Await(token); err != nil {
+		if t, err = mv.Await(token); err != nil {
 			st.Reset()
 			Abort(conn)
 			res.Err = err
@@ -206,7 +185,7 @@ func joinMovable(conn *net.TCPConn, st *mux.Stream, m *Mover) Result {
 	_ = conn.SetReadDeadline(time.Time{})
 	var moved Result
 	if abMoved && baMoved {
-		moved = m.Path.Splice(t.Ctx, conn, t.Conn)
+		moved = mv.Path.Splice(t.Ctx, conn, t.Conn)
 	} else {
 		moved = join(t.Ctx, conn, t.Conn, abMoved, baMoved, carried{})
 	}

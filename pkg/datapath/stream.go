@@ -26,48 +26,114 @@ var streamBufs = sync.Pool{New: func() any { b := make([]byte, streamBufSize); r
 //
 // With a Mover the connection may move onto a tunnel (see Mover); nil keeps it on st.
 func JoinStream(conn *net.TCPConn, st *mux.Stream, m *Mover) Result {
+	j := newStreamJoin(conn, st, m, nil)
+	j.d.start(j.toStream)
+	return j.finish()
+}
+
+// streamJoin is a connection joined with its stream: conn -> st in a goroutine of its own,
+// st -> conn on the caller's.
+type streamJoin struct {
+	conn *net.TCPConn
+	st   *mux.Stream
+	mv   *mover  // nil: the connection stays on st
+	k    *keeper // nil: the far end took the connection before it was joined
+	d    directions
+
+	abMoved, baMoved bool // each set by its own direction, read after both returned
+}
+
+func newStreamJoin(conn *net.TCPConn, st *mux.Stream, m *Mover, k *keeper) *streamJoin {
+	j := &streamJoin{conn: conn, st: st, k: k}
+	j.d.abort = func() { st.Reset(); Abort(conn) }
 	if m != nil {
-		return joinMovable(conn, st, m)
+		j.mv = newMover(m, conn, st)
 	}
-	return joinDirections(
-		func() (int64, error) { return socketToStream(conn, st, nil) },
-		func() (int64, error) { return streamTo(st, conn) },
-		func() { st.Reset(); Abort(conn) },
-		func() { conn.Close(); st.Close() })
+	return j
+}
+
+// toStream is the direction conn -> st.
+func (j *streamJoin) toStream() (int64, error) {
+	n, err := socketToStream(j.conn, j.st, j.mv, j.k)
+	switch {
+	case errors.Is(err, errAbandoned):
+		err = nil // the connection goes on to another stream: not a failure
+	case errors.Is(err, mux.ErrMoved):
+		j.abMoved, err = true, nil
+	}
+	return n, err
+}
+
+// finish runs st -> conn here until both directions have ended or moved, then the moved
+// directions on their tunnel.
+func (j *streamJoin) finish() Result {
+	if j.mv == nil {
+		return j.d.finish(func() (int64, error) { return streamTo(j.st, j.conn) },
+			func() { j.conn.Close(); j.st.Close() })
+	}
+	var w halfCloser = j.conn
+	if j.mv.After > 0 {
+		w = countingWriter{j.conn, j.mv}
+	}
+	res := j.d.finish(func() (int64, error) {
+		n, err := streamTo(j.st, w)
+		if errors.Is(err, mux.ErrMoved) {
+			j.baMoved, err = true, nil
+		}
+		return n, err
+	}, func() {})
+	return j.mv.afterStream(res, j.abMoved, j.baMoved)
 }
 
 // joinDirections runs ab in a goroutine and ba here until both have returned. The first
 // failure aborts both ends (which also releases the other direction, blocked on its end);
 // when both end cleanly, both ends are closed.
 func joinDirections(ab, ba func() (int64, error), abort, closeBoth func()) Result {
-	var (
-		res  Result
-		once sync.Once
-		wg   sync.WaitGroup
-	)
-	fail := func(err error) {
-		once.Do(func() {
-			res.Err = err
-			abort()
-		})
-	}
-	wg.Add(1)
+	d := &directions{abort: abort}
+	d.start(ab)
+	return d.finish(ba, closeBoth)
+}
+
+// directions is a connection's two directions: one in its own goroutine, started first,
+// the other on the caller's.
+type directions struct {
+	abort func()
+	res   Result
+	once  sync.Once
+	wg    sync.WaitGroup
+}
+
+// fail aborts both ends on the first failure, which it keeps as the result's error.
+func (d *directions) fail(err error) {
+	d.once.Do(func() {
+		d.res.Err = err
+		d.abort()
+	})
+}
+
+// start runs ab, the direction that counts as AToB, in a goroutine.
+func (d *directions) start(ab func() (int64, error)) {
+	d.wg.Add(1)
 	go func() {
-		defer wg.Done()
+		defer d.wg.Done()
 		n, err := ab()
-		res.AToB = n
+		d.res.AToB = n
 		if err != nil {
-			fail(err)
+			d.fail(err)
 		}
 	}()
+}
+
+// finish runs ba here, waits for ab and closes both ends with closeBoth if neither failed.
+func (d *directions) finish(ba func() (int64, error), closeBoth func()) Result {
 	n, err := ba()
-	res.BToA = n
+	d.res.BToA = n
 	if err != nil {
-		fail(err)
+		d.fail(err)
 	}
-	wg.Wait()
-	once.Do(closeBoth)
-	return res
+	d.wg.Wait()
+	d.once.Do(closeBoth)
+	return d.res
 }
 
 // halfCloser is a socket or a stream: what a direction writes into and half-closes.
@@ -86,56 +152,90 @@ func streamTo(st *mux.Stream, w halfCloser) (int64, error) {
 }
 
 // socketToStream copies conn onto st until conn's end of stream, which it passes on as the
-// stream's half-close. It waits for conn to be readable before taking a buffer, so an idle
+// stream's half-close. It holds a buffer only while a read returns bytes, so an idle
 // connection holds none. With mv, it stops at a byte boundary when a move is due and sends
-// the move instead (mux.ErrMoved).
-func socketToStream(conn *net.TCPConn, st *mux.Stream, mv *mover) (int64, error) {
+// the move instead (mux.ErrMoved). With k, bytes read before the far end commits are kept
+// for a replay, and the copy stops (errAbandoned) when the caller abandons the stream.
+func socketToStream(conn *net.TCPConn, st *mux.Stream, mv *mover, k *keeper) (int64, error) {
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		return 0, err
 	}
-	var total int64
+	var (
+		total int64
+		bp    *[]byte
+		room  int // bytes this read may take
+		n     int
+		rerr  error
+	)
+	read := func(fd uintptr) bool {
+		if bp == nil {
+			bp = streamBufs.Get().(*[]byte)
+		}
+		for {
+			n, rerr = unix.Read(int(fd), (*bp)[:room])
+			if !errors.Is(rerr, unix.EINTR) {
+				break
+			}
+		}
+		if errors.Is(rerr, unix.EAGAIN) {
+			streamBufs.Put(bp) // not held while waiting
+			bp = nil
+			return false
+		}
+		return true
+	}
 	for {
 		if mv != nil && mv.want.Load() {
 			return total, mv.sendMove()
 		}
-		bp := streamBufs.Get().(*[]byte)
-		var n int
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			for {
-				n, rerr = unix.Read(int(fd), *bp)
-				if !errors.Is(rerr, unix.EINTR) {
-					return !errors.Is(rerr, unix.EAGAIN)
-				}
+		room = streamBufSize
+		if k != nil {
+			if room, err = k.room(room); err != nil {
+				return total, err
 			}
-		})
+		}
+		n, rerr = 0, nil // rc.Read may return without reading: at a deadline already past
+		err := rc.Read(read)
 		if err == nil {
 			err = rerr
 		}
 		n = max(n, 0) // -1 with an error
 		if n > 0 {
-			_, werr := st.Write((*bp)[:n])
+			p := (*bp)[:n]
+			if k != nil {
+				k.keep(p)
+			}
+			_, werr := st.Write(p)
 			streamBufs.Put(bp)
+			bp = nil
 			if werr != nil {
-				return total, werr
+				return total, k.streamFailed(werr)
 			}
 			total += int64(n)
-			if mv != nil {
+			if k != nil {
+				k.forwarded()
+			}
+			if mv != nil && k.committed() {
 				mv.count(n)
 			}
 			continue
 		}
-		streamBufs.Put(bp)
+		if bp != nil {
+			streamBufs.Put(bp)
+			bp = nil
+		}
 		switch {
+		case k.abandonedRead(err):
+			return total, errAbandoned
 		case mv.interrupted(err):
 			continue
 		case err != nil:
 			return total, err
 		case mv != nil:
-			return total, mv.endOfStream()
+			return total, k.streamFailed(mv.endOfStream())
 		}
-		return total, st.CloseWrite() // n == 0: end of stream
+		return total, k.streamFailed(st.CloseWrite()) // n == 0: end of stream
 	}
 }
 

@@ -210,41 +210,48 @@ func (g *Gateway) toSite(key string, flowID uint64, site string, client *net.TCP
 		}
 		return false, failed(metrics.ReasonNoTunnel, err)
 	}
-	if err := g.request(st, client, first); err != nil {
-		st.Reset()
-		return false, fmt.Errorf("site %q: %w", site, err)
-	}
-	g.metrics.Committed(key, site, time.Since(start))
+	replayed := first.buf
 	var mv *datapath.Mover
 	if route.NextHop == site {
 		mv = g.startsMoves(st)
 	}
-	res := datapath.JoinStream(client, st.Stream, mv)
-	g.endFlow(start, flowLog{key: key, source: g.self, dest: site, target: site, retries: retries}, res, int64(len(first.buf)))
+	op := datapath.Open(client, st.Stream, &first.buf, first.limit, mv)
+	if err := g.awaitCommit(st, op, len(replayed) > 0); err != nil {
+		return false, fmt.Errorf("site %q: %w", site, err)
+	}
+	g.metrics.Committed(key, site, time.Since(start))
+	res := op.Commit()
+	g.endFlow(start, flowLog{key: key, source: g.self, dest: site, target: site, retries: retries}, res, int64(len(replayed)))
 	return true, nil
 }
 
-// request waits for the answer to st's open while forwarding (and keeping) client bytes as
-// they arrive; then commits (see awaitCommit).
-func (g *Gateway) request(st *links.Stream, client *net.TCPConn, first *firstBytes) error {
-	// Taken before the pump starts: from then on buf belongs to the pump until it stops.
-	replayed := len(first.buf) > 0
-	p := first.startPump(client, st)
+// awaitCommit waits for the answer to st's open while the client's bytes flow onto it, then
+// for the commit (see pump.awaitCommit); sent: the open carried client bytes. On an error
+// the stream has been abandoned: the client's bytes are all in first.buf again.
+func (g *Gateway) awaitCommit(st *links.Stream, op *datapath.Opening, sent bool) error {
+	abandon := func(err error) error {
+		if cerr := op.Abandon(); cerr != nil {
+			return fmt.Errorf("%w: %v", errClientGone, cerr)
+		}
+		return err
+	}
 	ans, err := st.Answer()
 	if err != nil {
-		if perr := p.stop(); perr != nil {
-			return perr
-		}
 		switch {
 		case errors.Is(err, mux.ErrRefused):
-			return failed(ans.Reason.String(), fmt.Errorf("refused: %s %s", ans.Reason, ans.Message))
+			err = failed(ans.Reason.String(), fmt.Errorf("refused: %s %s", ans.Reason, ans.Message))
 		case errors.Is(err, mux.ErrAnswerTimeout):
-			return failed(metrics.ReasonAnswerTimeout, fmt.Errorf("answer from %q: %w", st.Peer, err))
+			err = failed(metrics.ReasonAnswerTimeout, fmt.Errorf("answer from %q: %w", st.Peer, err))
+		default:
+			err = failed(metrics.ReasonLinkLost, fmt.Errorf("answer from %q: %w", st.Peer, err))
 		}
-		return failed(metrics.ReasonLinkLost, fmt.Errorf("answer from %q: %w", st.Peer, err))
+		return abandon(err)
 	}
-	if err := p.awaitCommit(replayed, st.Wake, func() error { return st.WaitReadable(p.forwardedAny) }); err != nil {
-		return commitFailure(err)
+	if sent || op.Forwarded() {
+		return nil
+	}
+	if err := st.WaitReadable(op.Forwarded); err != nil && !op.Forwarded() {
+		return abandon(failed(metrics.ReasonResetBeforeCommit, fmt.Errorf("target failed before exchanging any byte: %w", err)))
 	}
 	return nil
 }

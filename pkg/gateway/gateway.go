@@ -19,6 +19,7 @@ import (
 	"github.com/skfwd/skfwd/pkg/metrics"
 	"github.com/skfwd/skfwd/pkg/ratelog"
 	"github.com/skfwd/skfwd/pkg/statedir"
+	"github.com/skfwd/skfwd/pkg/workers"
 )
 
 // Options are what the caller supplies beyond the configuration.
@@ -64,6 +65,7 @@ type Gateway struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	workers *workers.Pool // serves client connections and streams
 	pickMu  sync.Mutex
 	turn    uint64
 	flowSeq atomic.Uint64
@@ -135,6 +137,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 	}
 
 	g.ctx, g.cancel = context.WithCancel(ctx)
+	g.workers = workers.New(workerIdleTime)
 	for _, cc := range cfg.Connectors {
 		g.connectors[cc.RoutingKey] = append(g.connectors[cc.RoutingKey], &connector{g: g, cfg: cc})
 	}
@@ -157,6 +160,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 		},
 		OnTunnel:      g.serveTunnel,
 		OnStream:      g.serveStream,
+		Go:            g.workers.Go,
 		StreamWindow:  s.StreamWindow,
 		AnswerTimeout: s.AnswerTimeout,
 		OnChange:      g.reconcile,
@@ -207,6 +211,20 @@ func (g *Gateway) goRun(f func()) {
 	}()
 }
 
+// goServe runs f, which serves one client connection, on a worker.
+func (g *Gateway) goServe(f func()) {
+	g.wg.Add(1)
+	g.workers.Go(func() {
+		defer g.wg.Done()
+		f()
+	})
+}
+
+// workerIdleTime is how long a worker waits for its next connection before it ends: long
+// enough to span the gaps of a steady load, short enough that a burst's workers are gone
+// soon after it.
+const workerIdleTime = 10 * time.Second
+
 // Stop stops accepting, resets the connections in progress, closes every link and waits
 // until nothing of the site runs any more.
 func (g *Gateway) Stop() {
@@ -224,6 +242,7 @@ func (g *Gateway) Stop() {
 	g.activeMu.Unlock()
 	g.links.Wait()
 	g.wg.Wait()
+	g.workers.Close()
 }
 
 // Done is closed when the gateway has been asked to stop.

@@ -108,7 +108,7 @@ func (l *listener) acceptLoop(ln net.Listener) {
 			client.Close()
 			return
 		}
-		l.g.goRun(func() {
+		l.g.goServe(func() {
 			defer l.leave()
 			defer l.g.untrackActive(client)
 			l.g.serveClient(l.cfg.RoutingKey, client)

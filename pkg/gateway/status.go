@@ -31,6 +31,8 @@ type Status struct {
 	// Kernel is the kernel path's activity; nil on the userspace path.
 	Kernel     *KernelStatus `json:"kernel,omitempty"`
 	Goroutines int           `json:"goroutines"`
+	// IdleWorkers of Goroutines wait for the next connection to serve (they end after 10 s).
+	IdleWorkers int `json:"idle_workers"`
 	// InProgress counts client connections and tunnels being served now; 0 when idle.
 	InProgress int                `json:"in_progress"`
 	Links      []links.LinkStatus `json:"links"`
@@ -118,7 +120,7 @@ func kernelStatus(k *datapath.Kernel) *KernelStatus {
 // Status reports the site's state now.
 func (g *Gateway) Status() Status {
 	st := Status{Site: g.self, DataPath: g.path.Mode(), DataPathNote: g.pathNote, Warnings: g.warnings,
-		Clients: g.admission.open.Load(), ConnectionLimit: g.admission.limit, FileLimit: g.fileLimit, Goroutines: runtime.NumGoroutine(), Links: g.links.Status()}
+		Clients: g.admission.open.Load(), ConnectionLimit: g.admission.limit, FileLimit: g.fileLimit, Goroutines: runtime.NumGoroutine(), IdleWorkers: g.workers.Idle(), Links: g.links.Status()}
 	if k, ok := g.path.(*datapath.Kernel); ok {
 		st.Kernel = kernelStatus(k)
 	}

@@ -55,6 +55,8 @@ type Options struct {
 	// OnStream serves a stream the peer opened on a link connection. It runs in its own
 	// goroutine and must answer the stream and close it.
 	OnStream func(*Stream)
+	// Go runs OnStream's goroutine (a worker pool's); nil: a new goroutine each time.
+	Go func(func())
 	// StreamWindow is each stream's receive window (0: the multiplexer's default).
 	StreamWindow int
 	// AnswerTimeout bounds how long an opened stream waits for its answer.

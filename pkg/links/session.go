@@ -128,6 +128,7 @@ func (s *session) muxOptions() mux.Options {
 		DeadTime:          s.m.opts.DeadTime,
 		AnswerTimeout:     s.m.opts.AnswerTimeout,
 		OnOpen:            onOpen,
+		Go:                s.m.opts.Go,
 		OnHeartbeatMiss:   func() { s.m.opts.Observer.HeartbeatMiss(s.name, s.peer) },
 	}
 }

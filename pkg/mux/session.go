@@ -67,6 +67,8 @@ type Options struct {
 	// OnOpen serves a stream the peer opened. It runs in its own goroutine and must answer
 	// (Accept or Refuse) and eventually close the stream.
 	OnOpen func(*Stream)
+	// Go runs OnOpen's goroutine (a worker pool's); nil: a new goroutine each time.
+	Go func(func())
 	// OnLink receives a link-level control message; it runs on the session's reader and must
 	// not block or keep msg (the bytes are reused).
 	OnLink func(msg []byte)
@@ -464,10 +466,15 @@ func (s *Session) handleOpen(h tunnel.FrameHeader, p []byte) error {
 	// Counted with the session's own goroutines, so Close returns only once every stream's
 	// handler has (they end quickly then: their streams have failed).
 	s.wg.Add(1)
-	go func() {
+	serve := func() {
 		defer s.wg.Done()
 		s.opts.OnOpen(st)
-	}()
+	}
+	if s.opts.Go != nil {
+		s.opts.Go(serve)
+	} else {
+		go serve()
+	}
 	return nil
 }
 

@@ -156,7 +156,7 @@ func start(t *testing.T, sites ...*netlab.Site) {
 }
 
 // quiesced waits until a site serves nothing: no connection in progress, no tunnel in use,
-// no open count left, and no goroutine beyond those of its idle tunnel pools.
+// no open count left, and no goroutine beyond those of its idle tunnel pools and workers.
 func quiesced(t *testing.T, s *netlab.Site, baseline gateway.Status) {
 	t.Helper()
 	err := s.WaitFor(5*time.Second, "no connections, tunnels or goroutines left", func(st gateway.Status) bool {
@@ -176,7 +176,8 @@ func quiesced(t *testing.T, s *netlab.Site, baseline gateway.Status) {
 			}
 		}
 		// Each tunnel waiting for the peer's request has one goroutine; pools may have grown.
-		return st.Goroutines <= baseline.Goroutines+peerTunnels(st)-peerTunnels(baseline)+3
+		busy := st.Goroutines - st.IdleWorkers
+		return busy <= baseline.Goroutines-baseline.IdleWorkers+peerTunnels(st)-peerTunnels(baseline)+3
 	})
 	check(t, err)
 }

@@ -1,0 +1,82 @@
+package workers
+
+import (
+	"bytes"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/skfwd/skfwd/internal/leakcheck"
+)
+
+// TestWorkersAreReused: tasks given one after another run on one worker, which stays idle
+// between them.
+func TestWorkersAreReused(t *testing.T) {
+	leakcheck.Goroutines(t, 5*time.Second)
+	p := New(time.Minute)
+	defer p.Close()
+	ids := make(chan int64, 10)
+	for i := 0; i < 10; i++ {
+		done := make(chan struct{})
+		p.Go(func() { ids <- goid(); close(done) })
+		<-done
+		waitIdle(t, p, 1)
+	}
+	first := <-ids
+	for i := 1; i < 10; i++ {
+		if id := <-ids; id != first {
+			t.Fatalf("task %d ran on goroutine %d, the first on %d: the worker was not reused", i, id, first)
+		}
+	}
+}
+
+// TestConcurrentTasksGetTheirOwnWorkers: Go never waits for a busy worker.
+func TestConcurrentTasksGetTheirOwnWorkers(t *testing.T) {
+	leakcheck.Goroutines(t, 5*time.Second)
+	p := New(time.Minute)
+	defer p.Close()
+	const n = 50
+	release := make(chan struct{})
+	var started sync.WaitGroup
+	started.Add(n)
+	for i := 0; i < n; i++ {
+		p.Go(func() { started.Done(); <-release })
+	}
+	started.Wait() // every task runs at once, or this never returns
+	close(release)
+	waitIdle(t, p, n)
+}
+
+// TestIdleWorkersEnd: a worker left without a task ends after the idle time.
+func TestIdleWorkersEnd(t *testing.T) {
+	leakcheck.Goroutines(t, 5*time.Second)
+	p := New(50 * time.Millisecond)
+	defer p.Close()
+	for i := 0; i < 5; i++ {
+		p.Go(func() { time.Sleep(10 * time.Millisecond) })
+	}
+	waitIdle(t, p, 5)
+	waitIdle(t, p, 0)
+}
+
+func waitIdle(t *testing.T, p *Pool, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Idle() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle workers, want %d", p.Idle(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// goid is the calling goroutine's id, from its stack header ("goroutine 7 [running]:").
+func goid() int64 {
+	var buf [64]byte
+	s := buf[:runtime.Stack(buf[:], false)]
+	s = bytes.TrimPrefix(s, []byte("goroutine "))
+	id, _ := strconv.ParseInt(string(s[:bytes.IndexByte(s, ' ')]), 10, 64)
+	return id
+}
