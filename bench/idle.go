@@ -176,8 +176,8 @@ func (c *idleClient) kill() {
 }
 
 // profile records what skfwd's gateways hold now: their goroutine counts (from status),
-// and with SKFWD_PPROF=on their heap profiles, saved as <tag>-<site>-heap.pb.gz in dir for
-// `go tool pprof`. Other forwarders: nothing.
+// and with SKFWD_PPROF=on their heap profiles, saved in dir as <tag>-<site>-heap.pb.gz (for
+// `go tool pprof`) and .txt. Other forwarders: nothing.
 func (i *instance) profile(dir, tag string) map[string]int {
 	if len(i.sites) == 0 {
 		return nil
@@ -190,19 +190,30 @@ func (i *instance) profile(dir, tag string) map[string]int {
 		if os.Getenv("SKFWD_PPROF") != "on" {
 			continue
 		}
-		resp, err := s.AdminGet("/debug/pprof/heap")
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "bench: heap profile of %s: %v\n", s.Name, err)
-			continue
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err == nil {
-			err = os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-%s-heap.pb.gz", tag, s.Name)), b, 0o644)
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "bench: heap profile of %s: %v\n", s.Name, err)
+		// The profile for `go tool pprof`, and its text form, which ends with the runtime's
+		// MemStats (heap in use, goroutine stacks in use).
+		for path, name := range map[string]string{"/debug/pprof/heap": "heap.pb.gz", "/debug/pprof/heap?debug=1": "heap.txt"} {
+			if err := saveAdmin(s, path, filepath.Join(dir, tag+"-"+s.Name+"-"+name)); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: heap profile of %s: %v\n", s.Name, err)
+			}
 		}
 	}
 	return out
+}
+
+// saveAdmin saves what the skfwd site's admin address serves at path in file.
+func saveAdmin(s *netlab.Site, path, file string) error {
+	resp, err := s.AdminGet(path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("%s: %s", path, resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, b, 0o644)
 }
