@@ -216,7 +216,7 @@ func TestKibField(t *testing.T) {
 		{"smaps_rollup Pss, not Pss_Anon", rollup, "Pss", 19333, false},
 		{"smaps_rollup Rss", rollup, "Rss", 20404, false},
 		{"status, tab separated", status, "VmRSS", 20404, false},
-		{"meminfo", "MemTotal:       24000000 kB\nSlab:             207252 kB\n", "Slab", 207252, false},
+		{"meminfo", "Slab:             207252 kB\nSReclaimable:     120000 kB\nSUnreclaim:        87252 kB\n", "SUnreclaim", 87252, false},
 		{"missing", status, "Pss", 0, true},
 		{"no unit", "Threads:\t8\n", "Threads", 0, true},
 		{"not a number", "Pss: many kB\n", "Pss", 0, true},

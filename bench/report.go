@@ -27,7 +27,7 @@ var metrics = []metricDef{
 	{"idle_gw1", "Memory per idle connection held, gw1's forwarder (KiB, Pss) ↓", 1, true},
 	{"idle_gw2", "Memory per idle connection held, gw2's forwarder (KiB, Pss) ↓", 1, true},
 	{"idle_fds", "  descriptors per idle connection, both gateways ↓", 2, true},
-	{"idle_slab", "  kernel slab per idle connection, whole machine: client, gateways, backends (KiB) ↓", 1, true},
+	{"idle_slab", "  kernel unreclaimable slab per idle connection, whole machine: client, gateways, backends (KiB) ↓", 1, true},
 	{"idle_kept", "  memory still held 2 s after they closed, both gateways (MiB) ↓", 1, false},
 	{"bulk1_gbps", "Bulk, 1 stream (Gbit/s) ↑", 2, true},
 	{"bulk8_gbps", "Bulk, 8 streams (Gbit/s) ↑", 2, true},
