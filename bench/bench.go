@@ -144,8 +144,10 @@ func (b *bench) markdown(facts []string, rtt string) string {
 	}
 	p := b.plan
 	fmt.Fprintf(&s, "- %d repetition(s), interleaved; each cell: median (min–max); ratios are of medians\n", p.Reps)
-	fmt.Fprintf(&s, "- bulk: iperf3 %v; connection rate: %v per run, 64 B echo; time to first byte: %d new connections, delay line %v each way; failover: %d workers, failure %v into a %v run; sustained rate: %v, first repetition only, to backends on non-loopback addresses\n\n",
+	fmt.Fprintf(&s, "- bulk: iperf3 %v; connection rate: %v per run, 64 B echo; time to first byte: %d new connections, delay line %v each way; failover: %d workers, failure %v into a %v run; sustained rate: %v, first repetition only, to backends on non-loopback addresses\n",
 		p.Bulk, p.Rate, p.TTFBProbes, p.Delay, p.FailWorkers, p.FailAt, p.FailRun, p.Sustain)
+	fmt.Fprintf(&s, "- idle: %d connections held open and silent on a fresh forwarder (each echoed 64 B first), memory %v after the last opened, minus before; mix: %d workers for %v while %d iperf3 streams flow\n\n",
+		p.IdleConns, idleSettle, mixWorkers, p.Mix, mixStreams)
 	s.WriteString(table(b.forwarders, b.samples, rtt))
 	if load, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Fprintf(&s, "\nLoad average at the end: %s (anything else running on the machine shows in these numbers).\n",

@@ -1,6 +1,12 @@
 package main
 
 import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -195,5 +201,125 @@ func TestBanner(t *testing.T) {
 func TestSubnet(t *testing.T) {
 	if got := subnet("10.199.12.1"); got != "10.199.12.0/24" {
 		t.Errorf("subnet = %q", got)
+	}
+}
+
+func TestKibField(t *testing.T) {
+	rollup := "55d0c0a00000-7ffc1e5ff000 ---p 00000000 00:00 0                          [rollup]\n" +
+		"Rss:               20404 kB\nPss:               19333 kB\nPss_Anon:          12000 kB\n"
+	status := "Name:\tskfwd\nVmPeak:\t 1300000 kB\nVmRSS:\t   20404 kB\nThreads:\t8\n"
+	tests := []struct {
+		name, text, key string
+		want            int64
+		wantErr         bool
+	}{
+		{"smaps_rollup Pss, not Pss_Anon", rollup, "Pss", 19333, false},
+		{"smaps_rollup Rss", rollup, "Rss", 20404, false},
+		{"status, tab separated", status, "VmRSS", 20404, false},
+		{"meminfo", "Slab:             207252 kB\nSReclaimable:     120000 kB\nSUnreclaim:        87252 kB\n", "SUnreclaim", 87252, false},
+		{"missing", status, "Pss", 0, true},
+		{"no unit", "Threads:\t8\n", "Threads", 0, true},
+		{"not a number", "Pss: many kB\n", "Pss", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := kibField(tt.text, tt.key)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Errorf("got %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestIdleMeasures(t *testing.T) {
+	before := memSnap{Procs: []procMem{{20000, 30}, {19000, 28}}, Slab: 200000}
+	hold := memSnap{Procs: []procMem{{30000, 1030}, {24000, 1028}}, Slab: 216000}
+	after := memSnap{Procs: []procMem{{22048, 31}, {19000, 28}}, Slab: 201000}
+	got := idleMeasures(before, hold, after, 1000)
+	want := []measure{{"idle_slab", 16}, {"idle_gw1", 10}, {"idle_gw2", 5}, {"idle_fds", 2}, {"idle_kept", 2}}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	// Direct routing: no forwarder process, only the kernel's share.
+	direct := idleMeasures(memSnap{Slab: 100}, memSnap{Slab: 1100}, memSnap{Slab: 200}, 100)
+	if !slices.Equal(direct, []measure{{"idle_slab", 10}}) {
+		t.Errorf("direct: got %v", direct)
+	}
+}
+
+func TestSpread(t *testing.T) {
+	tests := []struct {
+		n, k int
+		want []int
+	}{
+		{10, 5, []int{0, 2, 4, 6, 8}},
+		{5000, 4, []int{0, 1250, 2500, 3750}},
+		{3, 50, []int{0, 1, 2}},
+		{0, 50, []int{}},
+	}
+	for _, tt := range tests {
+		if got := spread(tt.n, tt.k); !slices.Equal(got, tt.want) {
+			t.Errorf("spread(%d, %d) = %v, want %v", tt.n, tt.k, got, tt.want)
+		}
+	}
+}
+
+func TestDeriveMixP99(t *testing.T) {
+	in := []sample{
+		{1, "haproxy", "rate32_p99", 10}, {1, "haproxy", "mix_p99", 25},
+		{1, "skfwd", "mix_p99", 30},                                   // no rate32 run: nothing derived
+		{2, "haproxy", "rate32_p99", 0}, {2, "haproxy", "mix_p99", 5}, // zero: nothing derived
+	}
+	var got []sample
+	for _, s := range derive(in) {
+		if s.Metric == "mix_p99x" {
+			got = append(got, s)
+		}
+	}
+	if want := []sample{{1, "haproxy", "mix_p99x", 2.5}}; !slices.Equal(got, want) {
+		t.Errorf("mix_p99x = %+v, want %+v", got, want)
+	}
+}
+
+// TestIdleHold drives mode idle against an echo server on loopback: open, check, close.
+func TestIdleHold(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go serve(ln, nil)
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- idleHold([]string{ln.Addr().String()}, 20, 5*time.Second, inR, outW); outW.Close() }()
+	lines := bufio.NewScanner(outR)
+	next := func() loadResult {
+		t.Helper()
+		if !lines.Scan() {
+			t.Fatalf("no line from idleHold: %v", lines.Err())
+		}
+		var res loadResult
+		if lines.Text() != "" {
+			if err := json.Unmarshal(lines.Bytes(), &res); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return res
+	}
+	if res := next(); res.Conns != 20 || res.Errors != 0 {
+		t.Fatalf("setup: %+v", res)
+	}
+	fmt.Fprintln(inW, "check")
+	if res := next(); res.Conns != 20 || res.Errors != 0 {
+		t.Fatalf("check: %+v", res)
+	}
+	fmt.Fprintln(inW, "close")
+	next()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

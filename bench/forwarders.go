@@ -29,8 +29,10 @@ type forwarder struct {
 // instance is a running forwarder.
 type instance struct {
 	addrs func(key string) []string // where the client connects for a routing key
-	pids  func() []int              // the forwarder's processes, for their CPU time
+	pids  func() []int              // the forwarder's processes, gw1's then gw2's (none: direct)
 	stop  func() error
+	// sites: skfwd's gateways, gw1 then gw2, for their status and profiles; nil for others.
+	sites []*netlab.Site
 	// linkDowns counts the forwarder's links that went down so far; nil: it has none.
 	linkDowns func() int
 }
@@ -93,7 +95,8 @@ func startDirect(ctx context.Context, t *topo, dir string) (*instance, error) {
 // second (down after 2 failures, up after 2 successes), connect timeout equal to skfwd's
 // default, and failed connects retried on another server.
 // maxconn: HAProxy wants 2 file descriptors per connection up front, and this machine's
-// limit is 20000 (splicing needs pipes too); 6000 is far above what the workloads hold open.
+// limit is 20000 (splicing needs pipes too: maxpipes defaults to a quarter of maxconn); 6000
+// is above what the workloads hold open (the idle workload's 5000, the most).
 const haproxyGlobal = `global
     maxconn 6000
 defaults
@@ -161,17 +164,50 @@ func haproxyChain(ctx context.Context, t *topo, dir, options string) (*instance,
 			return nil, err
 		}
 		procs = append(procs, p)
+		if c.name == "gw2" {
+			// gw1's first health checks must find gw2 listening: a failed one takes a
+			// server down for two seconds (rise 2), into the first workload.
+			if err := waitListening(ctx, t.gw2, 10*time.Second); err != nil {
+				_ = stop()
+				return nil, fmt.Errorf("haproxy at gw2: %w", err)
+			}
+		}
 	}
 	inst := &instance{
 		addrs: func(key string) []string { return []string{t.frontAddr(key)} },
-		pids:  func() []int { return []int{procs[0].pid(), procs[1].pid()} },
-		stop:  stop,
+		pids:  func() []int { return []int{procs[1].pid(), procs[0].pid()} }, // started gw2 first
+
+		stop: stop,
 	}
 	if err := waitBackends(ctx, t.client, inst.addrs("banner"), []string{"be1", "be2"}, 15*time.Second); err != nil {
 		_ = stop()
 		return nil, fmt.Errorf("haproxy chain not forwarding: %w", err)
 	}
 	return inst, nil
+}
+
+// waitListening waits until something listens in site on every key's front port (as ss
+// shows it: a test connection would reach the backends, and iperf3 takes it for a test).
+func waitListening(ctx context.Context, site *netlab.Site, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		out, err := site.Command("ss", "-Hltn").Output()
+		missing := ""
+		for _, k := range keys {
+			if err == nil && !bytes.Contains(out, []byte(fmt.Sprintf(":%d ", k.front))) {
+				missing += fmt.Sprintf(" %d", k.front)
+			}
+		}
+		if err == nil && missing == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ports%s not listening within %v (ss: %v)", missing, timeout, err)
+		}
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+	}
 }
 
 // startSkfwd returns a starter for skfwd with the data path mode (the data-path setting,
@@ -218,6 +254,7 @@ func startSkfwd(mode string) func(ctx context.Context, t *topo, dir string) (*in
 			addrs: func(key string) []string { return []string{t.frontAddr(key)} },
 			pids:  func() []int { return []int{t.gw1.Pid(), t.gw2.Pid()} },
 			stop:  stop,
+			sites: []*netlab.Site{t.gw1, t.gw2},
 			linkDowns: func() int {
 				n := 0
 				for _, s := range []*netlab.Site{t.gw1, t.gw2} {

@@ -53,18 +53,20 @@ type plan struct {
 	Delay       time.Duration // one-way inter-site delay for TTFB
 	FailWorkers int
 	Sustain     time.Duration // the sustained-rate run, in the first repetition only
+	IdleConns   int           // connections the idle workload holds
+	Mix         time.Duration // the connection load of the mix, while bulk streams flow
 }
 
 func fullPlan() plan {
 	return plan{Reps: 3, Bulk: 10 * time.Second, Rate: 10 * time.Second, TTFBProbes: 20,
 		FailRun: 8 * time.Second, FailAt: 2 * time.Second, Delay: 10 * time.Millisecond, FailWorkers: 8,
-		Sustain: 120 * time.Second}
+		Sustain: 120 * time.Second, IdleConns: 5000, Mix: 10 * time.Second}
 }
 
 func quickPlan() plan {
 	return plan{Reps: 1, Bulk: 2 * time.Second, Rate: 2 * time.Second, TTFBProbes: 5,
 		FailRun: 5 * time.Second, FailAt: time.Second, Delay: 10 * time.Millisecond, FailWorkers: 8,
-		Sustain: 3 * time.Second}
+		Sustain: 3 * time.Second, IdleConns: 500, Mix: 3 * time.Second}
 }
 
 func cmdBench(args []string) int {

@@ -24,6 +24,11 @@ type metricDef struct {
 
 // metrics are the table's rows, in order. ↑: higher is better; ↓: lower is better.
 var metrics = []metricDef{
+	{"idle_gw1", "Memory per idle connection held, gw1's forwarder (KiB, Pss) ↓", 1, true},
+	{"idle_gw2", "Memory per idle connection held, gw2's forwarder (KiB, Pss) ↓", 1, true},
+	{"idle_fds", "  descriptors per idle connection, both gateways ↓", 2, true},
+	{"idle_slab", "  kernel unreclaimable slab per idle connection, whole machine: client, gateways, backends (KiB) ↓", 1, true},
+	{"idle_kept", "  memory still held 2 s after they closed, both gateways (MiB) ↓", 1, false},
 	{"bulk1_gbps", "Bulk, 1 stream (Gbit/s) ↑", 2, true},
 	{"bulk8_gbps", "Bulk, 8 streams (Gbit/s) ↑", 2, true},
 	{"bulk1_cpu", "Whole-machine CPU per GB, 1 stream (s) ↓", 3, true},
@@ -40,6 +45,12 @@ var metrics = []metricDef{
 	{"rate256_p50", "  p50 latency, 256 workers (ms) ↓", 2, true},
 	{"rate256_p99", "  p99 latency, 256 workers (ms) ↓", 2, true},
 	{"rate256_err", "  failed connections, 256 workers", 0, false},
+	{"mix_cps", "Connections/s, 32 workers, while 4 bulk streams flow ↑", 0, true},
+	{"mix_p50", "  p50 latency, while bulk flows (ms) ↓", 2, true},
+	{"mix_p99", "  p99 latency, while bulk flows (ms) ↓", 2, true},
+	{"mix_p99x", "  that p99 ÷ the p99 at 32 workers without bulk ↓", 2, false},
+	{"mix_err", "  failed connections, while bulk flows", 0, false},
+	{"mix_gbps", "  bulk, 4 streams, meanwhile (Gbit/s) ↑", 2, true},
 	{"lat1_p50", "Latency, 1 worker, p50 (ms) ↓", 3, true},
 	{"lat1_p99", "Latency, 1 worker, p99 (ms) ↓", 3, true},
 	{"lat1_added", "  added to direct routing's p50 (ms) ↓", 3, false},
@@ -58,18 +69,28 @@ var metrics = []metricDef{
 }
 
 // derive adds the metrics computed from others in the same repetition: the latency a
-// forwarder adds to direct routing.
+// forwarder adds to direct routing, and how much bulk beside them stretches the short
+// connections' p99 (the mix's p99 over the same forwarder's at 32 workers alone).
 func derive(samples []sample) []sample {
-	direct := map[int]float64{}
+	type key struct {
+		rep         int
+		fwd, metric string
+	}
+	val := map[key]float64{}
 	for _, s := range samples {
-		if s.Fwd == "direct" && s.Metric == "lat1_p50" {
-			direct[s.Rep] = s.Value
-		}
+		val[key{s.Rep, s.Fwd, s.Metric}] = s.Value
 	}
 	var out []sample
 	for _, s := range samples {
-		if d, ok := direct[s.Rep]; ok && s.Metric == "lat1_p50" && s.Fwd != "direct" {
-			out = append(out, sample{Rep: s.Rep, Fwd: s.Fwd, Metric: "lat1_added", Value: s.Value - d})
+		switch s.Metric {
+		case "lat1_p50":
+			if d, ok := val[key{s.Rep, "direct", s.Metric}]; ok && s.Fwd != "direct" {
+				out = append(out, sample{Rep: s.Rep, Fwd: s.Fwd, Metric: "lat1_added", Value: s.Value - d})
+			}
+		case "mix_p99":
+			if alone := val[key{s.Rep, s.Fwd, "rate32_p99"}]; alone > 0 {
+				out = append(out, sample{Rep: s.Rep, Fwd: s.Fwd, Metric: "mix_p99x", Value: s.Value / alone})
+			}
 		}
 	}
 	return append(slices.Clone(samples), out...)

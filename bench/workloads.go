@@ -39,13 +39,16 @@ type runCtx struct {
 	dir  string // raw output of this forwarder and repetition
 }
 
+// workloads, in the order they run on each forwarder; idle first, on a fresh one (see idle).
 var workloads = []workload{
+	{id: "idle", name: "idle connections held", run: idle},
 	{id: "bulk1", name: "bulk, 1 stream", run: bulk(1)},
 	{id: "bulk8", name: "bulk, 8 streams", run: bulk(8)},
 	{id: "rate32", name: "connection rate, 32 workers", run: rate("rate32", 32)},
 	{id: "rate256", name: "connection rate, 256 workers", run: rate("rate256", 256)},
 	{id: "lat1", name: "latency, 1 worker", run: rate("lat1", 1)},
 	{id: "ttfb", name: "time to first byte across the delay line", run: ttfb},
+	{id: "mix", name: "connection rate while bulk flows", run: mix},
 	{id: "sustain", name: "sustained connection rate", firstRepOnly: true, run: sustain},
 	{id: "kill", name: "backend killed under load", proxyOnly: true, run: failover("kill")},
 	{id: "cut", name: "backend site cut under load", proxyOnly: true, run: failover("cut")},
@@ -144,35 +147,49 @@ type iperfOut struct {
 	Error string `json:"error"`
 }
 
+// iperf runs iperf3 from the client through the forwarder with streams parallel streams
+// for secs seconds after omit seconds left out of the result (slow start), and saves its
+// output as name.
+func (r *runCtx) iperf(ctx context.Context, streams, secs, omit int, name string) (iperfOut, error) {
+	var res iperfOut
+	host, port, _ := net.SplitHostPort(r.inst.addrs("iperf")[0])
+	args := []string{"-c", host, "-p", port, "-t", fmt.Sprint(secs), "-P", fmt.Sprint(streams), "-J"}
+	if omit > 0 {
+		args = append(args, "-O", fmt.Sprint(omit))
+	}
+	out, err := runHelper(ctx, r.t.client.Command("iperf3", args...))
+	if os.WriteFile(filepath.Join(r.dir, name), out, 0o644) != nil {
+		fmt.Fprintln(os.Stderr, "bench: could not save iperf3 output")
+	}
+	if jerr := json.Unmarshal(out, &res); jerr == nil && res.Error != "" {
+		return res, fmt.Errorf("iperf3: %s", res.Error)
+	} else if err != nil {
+		return res, err
+	} else if jerr != nil {
+		return res, fmt.Errorf("iperf3 output: %w", jerr)
+	}
+	if res.End.SumReceived.Bytes <= 0 {
+		return res, fmt.Errorf("iperf3 moved no data")
+	}
+	return res, nil
+}
+
 func bulk(streams int) func(ctx context.Context, r *runCtx) ([]measure, error) {
 	return func(ctx context.Context, r *runCtx) ([]measure, error) {
-		host, port, _ := net.SplitHostPort(r.inst.addrs("iperf")[0])
 		secs := max(1, int(r.plan.Bulk.Seconds()))
 		before, err := snapCPU(r.inst.pids())
 		if err != nil {
 			return nil, err
 		}
-		out, err := runHelper(ctx, r.t.client.Command("iperf3", "-c", host, "-p", port,
-			"-t", fmt.Sprint(secs), "-P", fmt.Sprint(streams), "-J"))
-		after, cerr := snapCPU(r.inst.pids())
-		if os.WriteFile(filepath.Join(r.dir, fmt.Sprintf("iperf3-P%d.json", streams)), out, 0o644) != nil {
-			fmt.Fprintln(os.Stderr, "bench: could not save iperf3 output")
-		}
-		var res iperfOut
-		if jerr := json.Unmarshal(out, &res); jerr == nil && res.Error != "" {
-			return nil, fmt.Errorf("iperf3: %s", res.Error)
-		} else if err != nil {
+		res, err := r.iperf(ctx, streams, secs, 0, fmt.Sprintf("iperf3-P%d.json", streams))
+		if err != nil {
 			return nil, err
-		} else if jerr != nil {
-			return nil, fmt.Errorf("iperf3 output: %w", jerr)
 		}
-		if cerr != nil {
-			return nil, cerr
+		after, err := snapCPU(r.inst.pids())
+		if err != nil {
+			return nil, err
 		}
 		gb := res.End.SumReceived.Bytes / 1e9
-		if gb <= 0 {
-			return nil, fmt.Errorf("iperf3 moved no data")
-		}
 		d := after.since(before)
 		id := fmt.Sprintf("bulk%d", streams)
 		m := []measure{{id + "_gbps", res.End.SumReceived.Bps / 1e9}, {id + "_cpu", d.machine / gb}}
@@ -183,14 +200,38 @@ func bulk(streams int) func(ctx context.Context, r *runCtx) ([]measure, error) {
 	}
 }
 
+// echoRun runs the connection load (connect, 64 B echo, close) with workers workers for d,
+// saves its result as name.json and fails when no connection succeeded.
+func (r *runCtx) echoRun(ctx context.Context, name string, workers int, d time.Duration) (loadResult, error) {
+	res, err := r.load(ctx, "-addrs", strings.Join(r.inst.addrs("echo"), ","),
+		"-workers", fmt.Sprint(workers), "-duration", d.String())
+	if err != nil {
+		return res, err
+	}
+	r.save(name+".json", res)
+	if res.Conns == 0 {
+		return res, fmt.Errorf("no connection succeeded (%d errors: %v)", res.Errors, res.FirstErrs)
+	}
+	return res, nil
+}
+
+// rateMeasures: a connection load's rate, latency and failures, as rows id_cps, _p50, _p99, _err.
+func rateMeasures(id string, res loadResult) []measure {
+	return []measure{
+		{id + "_cps", float64(res.Conns) / (float64(res.ElapsedNs) / 1e9)},
+		{id + "_p50", float64(res.P50Ns) / 1e6},
+		{id + "_p99", float64(res.P99Ns) / 1e6},
+		{id + "_err", float64(res.Errors)},
+	}
+}
+
 func rate(id string, workers int) func(ctx context.Context, r *runCtx) ([]measure, error) {
 	return func(ctx context.Context, r *runCtx) ([]measure, error) {
 		before, err := snapCPU(r.inst.pids())
 		if err != nil {
 			return nil, err
 		}
-		res, err := r.load(ctx, "-addrs", strings.Join(r.inst.addrs("echo"), ","),
-			"-workers", fmt.Sprint(workers), "-duration", r.plan.Rate.String())
+		res, err := r.echoRun(ctx, id, workers, r.plan.Rate)
 		if err != nil {
 			return nil, err
 		}
@@ -198,19 +239,9 @@ func rate(id string, workers int) func(ctx context.Context, r *runCtx) ([]measur
 		if err != nil {
 			return nil, err
 		}
-		r.save(id+".json", res)
-		if res.Conns == 0 {
-			return nil, fmt.Errorf("no connection succeeded (%d errors: %v)", res.Errors, res.FirstErrs)
-		}
 		d := after.since(before)
 		n := float64(res.Conns)
-		m := []measure{
-			{id + "_cps", n / (float64(res.ElapsedNs) / 1e9)},
-			{id + "_p50", float64(res.P50Ns) / 1e6},
-			{id + "_p99", float64(res.P99Ns) / 1e6},
-			{id + "_err", float64(res.Errors)},
-			{id + "_cpu", d.machine * 1e6 / n},
-		}
+		m := append(rateMeasures(id, res), measure{id + "_cpu", d.machine * 1e6 / n})
 		if r.fwd.proxy {
 			m = append(m, measure{id + "_fwdcpu", d.fwd * 1e6 / n})
 		}
@@ -218,18 +249,55 @@ func rate(id string, workers int) func(ctx context.Context, r *runCtx) ([]measur
 	}
 }
 
+// mixStreams and mixWorkers: the bulk streams and the connection workers of the mix.
+const (
+	mixStreams = 4
+	mixWorkers = 32
+)
+
+// mix runs mixStreams bulk streams (iperf3) through the forwarder and, while they flow, the
+// connection load with mixWorkers workers for plan.Mix: the short connections' rate and
+// latency next to bulk (a forwarder that lets bulk crowd them out shows in their p99), and
+// the bulk throughput meanwhile.
+func mix(ctx context.Context, r *runCtx) ([]measure, error) {
+	type bulkResult struct {
+		res iperfOut
+		err error
+	}
+	// The streams run a second longer than the load on each side: the first second is left
+	// out of their result (slow start; skfwd moves them to tunnels then) and the load starts
+	// after it.
+	secs := max(1, int(r.plan.Mix.Seconds())) + 1
+	ch := make(chan bulkResult, 1)
+	go func() {
+		res, err := r.iperf(ctx, mixStreams, secs, 1, "iperf3-mix.json")
+		ch <- bulkResult{res, err}
+	}()
+	if err := sleep(ctx, time.Second); err != nil {
+		<-ch
+		return nil, err
+	}
+	res, err := r.echoRun(ctx, "mix", mixWorkers, r.plan.Mix)
+	b := <-ch
+	if err != nil {
+		return nil, err
+	}
+	if b.err != nil {
+		return nil, fmt.Errorf("bulk streams: %w", b.err)
+	}
+	return append(rateMeasures("mix", res), measure{"mix_gbps", b.res.End.SumReceived.Bps / 1e9}), nil
+}
+
 // sustain runs the 32-worker connection load for plan.Sustain: its mean rate, the rate of
 // its slowest tenth (a collapse shows there, as TIME_WAIT exhaustion once did after a
 // minute), failures, and for skfwd the link flaps (links that went down) during the run.
 func sustain(ctx context.Context, r *runCtx) ([]measure, error) {
 	flapsBefore := r.inst.flaps()
-	res, err := r.load(ctx, "-addrs", strings.Join(r.inst.addrs("echo"), ","),
-		"-workers", "32", "-duration", r.plan.Sustain.String())
+	res, err := r.echoRun(ctx, "sustain", 32, r.plan.Sustain)
 	if err != nil {
 		return nil, err
 	}
-	r.save("sustain.json", res)
-	if res.Conns == 0 || len(res.PerSecond) == 0 {
+	if len(res.PerSecond) == 0 {
 		return nil, fmt.Errorf("no connection succeeded (%d errors: %v)", res.Errors, res.FirstErrs)
 	}
 	window := max(len(res.PerSecond)/10, 1)
