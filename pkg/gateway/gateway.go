@@ -142,6 +142,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 		g.connectors[cc.RoutingKey] = append(g.connectors[cc.RoutingKey], &connector{g: g, cfg: cc})
 	}
 	g.probeAll() // the first advertisement already reflects which backends answer
+	g.configureMetrics()
 
 	var observer links.Observer
 	if g.metrics != nil {
@@ -289,6 +290,7 @@ func (g *Gateway) reconcile() {
 	for _, l := range g.listeners {
 		l.setAvailable(g.hasCandidate(l.cfg.RoutingKey))
 	}
+	g.remoteTargetMetrics()
 }
 
 // reconcileLoop retries what reconcile could not do at once (a listen address still taken).

@@ -8,6 +8,34 @@ import (
 	"github.com/skfwd/skfwd/pkg/metrics"
 )
 
+// configureMetrics exports at 0 the series the configuration names. It runs before any link
+// can come up, so the first link's LinkUp already knows the connectors.
+func (g *Gateway) configureMetrics() {
+	var keys []string
+	for _, l := range g.listeners {
+		keys = append(keys, l.cfg.RoutingKey)
+	}
+	var connectors []metrics.Connector
+	for _, c := range g.cfg.Connectors {
+		connectors = append(connectors, metrics.Connector{Name: c.Name, RoutingKey: c.RoutingKey})
+	}
+	g.metrics.Configured(g.self, keys, connectors)
+}
+
+// remoteTargetMetrics exports at 0 the series of every remote site that is a candidate for a
+// key listened for here, once routing reaches it.
+func (g *Gateway) remoteTargetMetrics() {
+	if g.metrics == nil {
+		return
+	}
+	routes := g.links.Routes()
+	for _, l := range g.listeners {
+		for _, r := range routes.Advertisers(l.cfg.RoutingKey) {
+			g.metrics.Target(l.cfg.RoutingKey, r.Dest, false)
+		}
+	}
+}
+
 // watchMetrics points the metrics' scrape-time collector at this gateway and, when the data
 // path keeps counts in BPF maps, at the data path.
 func (g *Gateway) watchMetrics() {
@@ -18,7 +46,6 @@ func (g *Gateway) watchMetrics() {
 	for _, l := range g.listeners {
 		keys = append(keys, l.cfg.RoutingKey)
 	}
-	g.metrics.ListenerKeys(keys)
 	// Requests from other sites name routing keys and sites of their own choosing: only those
 	// this site's configuration and routing know get series of their own.
 	for key := range g.connectors {
@@ -58,13 +85,35 @@ func (g *Gateway) MetricsState() metrics.State {
 		}
 		ms.Open = append(ms.Open, o)
 	})
+	// Every candidate shows its count, 0 included, so the open-connections panel has a value
+	// on an idle network: a listened key's candidates, and the local connectors of a key only
+	// served here (its connections come from other sites).
+	counted := map[metrics.Open]bool{}
+	for _, o := range ms.Open {
+		o.N = 0
+		counted[o] = true
+	}
+	listened := map[string]bool{}
+	for _, l := range st.Listeners {
+		listened[l.RoutingKey] = true
+	}
+	for _, svc := range st.Services {
+		for _, c := range svc.Candidates {
+			o := metrics.Open{RoutingKey: svc.RoutingKey, DestSite: c.Target}
+			if c.Local {
+				o.DestSite, o.Connector = g.self, c.Target
+			}
+			if (c.Local || listened[svc.RoutingKey]) && !counted[o] {
+				counted[o] = true
+				ms.Open = append(ms.Open, o)
+			}
+		}
+	}
 	sort.Slice(ms.Open, func(i, j int) bool {
 		a, b := ms.Open[i], ms.Open[j]
 		return a.RoutingKey+"\x00"+a.DestSite+"\x00"+a.Connector < b.RoutingKey+"\x00"+b.DestSite+"\x00"+b.Connector
 	})
-	listened := map[string]bool{}
 	for _, l := range st.Listeners {
-		listened[l.RoutingKey] = true
 		ms.Listeners = append(ms.Listeners, metrics.Listener{Name: l.Name, RoutingKey: l.RoutingKey, Accepting: l.Accepting})
 	}
 	for _, svc := range st.Services {

@@ -61,6 +61,9 @@ type Options struct {
 	StreamWindow int
 	// AnswerTimeout bounds how long an opened stream waits for its answer.
 	AnswerTimeout time.Duration
+	// LSAExpiry is how long the link state of a site that routing no longer reaches is kept
+	// (0: DefaultLSAExpiry).
+	LSAExpiry time.Duration
 	// OnChange is called, never concurrently, after routes or link states change.
 	OnChange func()
 	// Observer hears link events as they happen (metrics); nil: nobody.
@@ -105,6 +108,11 @@ const (
 var RejectReasons = []string{
 	RejectUnknownCredential, RejectBadProof, RejectMalformed, RejectTimeout, RejectClosed, RejectOwnSiteName, RejectNoSession,
 }
+
+// DefaultLSAExpiry is how long a departed site's link state is kept. Dropping it changes no
+// route (an unreachable site has none), so the time only needs to outlast a flap of the links
+// to it, to spare re-flooding; a site that comes back advertises itself afresh anyway.
+const DefaultLSAExpiry = time.Minute
 
 // DialSpec is a link this site dials.
 type DialSpec struct {
@@ -154,6 +162,9 @@ func New(ctx context.Context, opts Options) *Manager {
 	if opts.PoolShrinkAfter <= 0 {
 		opts.PoolShrinkAfter = 30 * time.Second
 	}
+	if opts.LSAExpiry <= 0 {
+		opts.LSAExpiry = DefaultLSAExpiry
+	}
 	if opts.LinkConnections <= 0 {
 		opts.LinkConnections = max(2, runtime.NumCPU())
 	}
@@ -173,10 +184,40 @@ func New(ctx context.Context, opts Options) *Manager {
 	return m
 }
 
-// Start starts delivering OnChange calls.
+// Start starts delivering OnChange calls and expiring departed sites' link state.
 func (m *Manager) Start() {
-	m.wg.Add(1)
+	m.wg.Add(2)
 	go m.notifyLoop()
+	go m.expireLoop()
+}
+
+// expireLoop drops the link state of sites routing has not reached for LSAExpiry, checking
+// four times in that time, so an entry goes at most a quarter late.
+func (m *Manager) expireLoop() {
+	defer m.wg.Done()
+	t := time.NewTicker(m.opts.LSAExpiry / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case now := <-t.C:
+			m.mu.Lock()
+			gone := m.db.Expire(now, m.opts.LSAExpiry)
+			m.mu.Unlock()
+			if len(gone) > 0 {
+				m.log.Info("link state of departed sites expired", "sites", gone, "unreachable_for", m.opts.LSAExpiry)
+			}
+		}
+	}
+}
+
+// LinkState returns the link-state database: the newest LSA of every site known, reachable
+// or not (until it expires).
+func (m *Manager) LinkState() []routes.LSA {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.db.All()
 }
 
 // Wait blocks until every goroutine of the manager has ended (after its context is done).

@@ -669,3 +669,37 @@ func TestTunnelsDialedBeforeAcceptorRegisters(t *testing.T) {
 		exchangeOver(t, out, dir.opener, dir.receiver)
 	}
 }
+
+// TestDepartedSiteLinkStateExpires: a site that leaves the network is dropped from every
+// other site's link state once routing has not reached it for LSAExpiry; a site still there
+// is kept however long that is.
+func TestDepartedSiteLinkStateExpires(t *testing.T) {
+	checkGoroutines(t)
+	const expiry = 400 * time.Millisecond
+	short := func(o *links.Options) { o.LSAExpiry = expiry }
+	a, b, c := newSite(t, "a", short), newSite(t, "b", short), newSite(t, "c", short)
+	connect(a, b, "ab", 1, 1)
+	connect(b, c, "bc", 1, 1)
+	waitUp(t, a, b, "ab", 1)
+	waitUp(t, b, c, "bc", 1)
+	origins := func(s *site) string {
+		var out []string
+		for _, l := range s.m.LinkState() {
+			out = append(out, l.Origin)
+		}
+		return strings.Join(out, ",")
+	}
+	eventually(t, "a knows c", func() (bool, string) { got := origins(a); return got == "a,b,c", got })
+	time.Sleep(3 * expiry)
+	if got := origins(a); got != "a,b,c" {
+		t.Fatalf("a's link state %s after 3 expiry times with every site up, want a,b,c", got)
+	}
+	c.stop()
+	left := time.Now()
+	for _, s := range []*site{a, b} {
+		eventually(t, s.name+" forgets c", func() (bool, string) { got := origins(s); return got == "a,b", got })
+	}
+	if took := time.Since(left); took < expiry {
+		t.Errorf("c's link state expired %v after it left, before the expiry of %v", took, expiry)
+	}
+}

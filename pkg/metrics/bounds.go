@@ -69,6 +69,21 @@ func (b *bounds) site(s string) string {
 	return s
 }
 
+// admit is the site label for s, a neighbor whose link is up: admitted before routing reaches
+// it (its link state may not have arrived yet), within MaxSiteLabels.
+func (b *bounds) admit(s string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.set || s == "" || b.sites[s] {
+		return s
+	}
+	if len(b.sites) >= MaxSiteLabels {
+		return Other
+	}
+	b.sites[s] = true
+	return s
+}
+
 // reason is the reason label for r: one of Reasons, else Other (a newer peer's refusal reason
 // prints as reason-N).
 func reason(r string) string {

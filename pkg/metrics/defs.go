@@ -82,12 +82,19 @@ const (
 	ToClient = "to_client" // from the backend toward the client
 )
 
+// Notes that say when a metric has no series on a fresh site: the tests that scrape a fresh
+// site read them in the reference to know which absent metrics are documented as absent.
+const (
+	KernelOnlyNote = "Present only when the data path is the kernel path."
+	NoSeriesNote   = "No series exists until the first"
+)
+
 // LabelHelp explains every label used, for the reference.
 var LabelHelp = map[string]string{
 	"site":        "the site whose gateway exports the series (constant on every series)",
-	"routing_key": "a Listener's or Connector's routingKey; a key another site sent that this site's configuration does not name counts as `other` (and an unreadable request as empty)",
+	"routing_key": "a Listener's or Connector's routingKey; a key another site sent that this site's configuration does not name, or an unreadable request's, counts as `other`",
 	"dest_site":   "the site where the connection reaches its backend (this site for a local connector); `other` for a site routing does not reach, or past 256 distinct sites",
-	"source_site": "the site whose listener accepted the connection, as its request says; `other` for a site routing does not reach, or past 256 distinct sites (empty for an unreadable request)",
+	"source_site": "the site whose listener accepted the connection, as its request says; `other` for a site routing does not reach, past 256 distinct sites, or for an unreadable request",
 	"connector":   "a Connector's name at the destination site; empty for a remote site seen from the ingress",
 	"listener":    "a Listener's name",
 	"link":        "a Link's name (on the accepting side, the credential name, which is the same)",
@@ -117,35 +124,42 @@ func joinCode(vs []string) string {
 	return s
 }
 
+// targetNote says when the series of one (routing key, destination site) start.
+const targetNote = "Exported at 0 for a target from the moment it is a candidate: this site (a local connector) from start, a remote site once routing reaches it advertising the key."
+
 // Definitions of every metric, in reference order. The names carry the skfwd_ prefix.
 var (
 	defAccepted = Def{Name: "skfwd_connections_accepted_total", Kind: Counter, Labels: []string{"routing_key"},
-		Help: "Client connections accepted by this site's listeners."}
+		Help: "Client connections accepted by this site's listeners.", Note: "Exported at 0 for every Listener's routing key from start."}
 	defOpened = Def{Name: "skfwd_connections_opened_total", Kind: Counter, Labels: []string{"routing_key", "dest_site"},
-		Help: "Client connections accepted here that reached a target (committed), by destination site."}
+		Help: "Client connections accepted here that reached a target (committed), by destination site.",
+		Note: targetNote}
 	defClosed = Def{Name: "skfwd_connections_closed_total", Kind: Counter, Labels: []string{"routing_key", "dest_site", "outcome"},
-		Help: "Client connections accepted here that reached a target and have ended."}
+		Help: "Client connections accepted here that reached a target and have ended.", Note: targetNote}
 	defFailed = Def{Name: "skfwd_connections_failed_total", Kind: Counter, Labels: []string{"routing_key"},
 		Help: "Client connections accepted here that no candidate could take; the client saw a reset.",
-		Note: "Non-zero only when every candidate failed (or none existed) while the listener was still open."}
+		Note: "Non-zero only when every candidate failed (or none existed) while the listener was still open. Exported at 0 for every Listener's routing key from start."}
 	defOpen = Def{Name: "skfwd_connections_open", Kind: Gauge, Scrape: true, Labels: []string{"routing_key", "dest_site", "connector"},
 		Help: "Connections this site holds open now, per target: the open(k, d) term of the selector's score.",
-		Note: "Read from the open-connection counts the selector uses (in-process table, or BPF maps on the kernel path). At the destination, connections delivered to a local connector for another site count here too."}
+		Note: "Read from the open-connection counts the selector uses (in-process table, or BPF maps on the kernel path). Every candidate of a routing key with a listener here, and every healthy local connector, shows its count, 0 included. At the destination, connections delivered to a local connector for another site count here too."}
 	defInProgress = Def{Name: "skfwd_connections_in_progress", Kind: Gauge, Scrape: true,
 		Help: "Client connections and tunnels being served by this site now."}
 	defSetup = Def{Name: "skfwd_connection_setup_seconds", Kind: Histogram, Labels: []string{"routing_key", "dest_site"},
-		Help: "Time from accepting a client connection to its target committing (first byte exchanged), retries included."}
+		Help: "Time from accepting a client connection to its target committing (first byte exchanged), retries included.", Note: targetNote}
 	defBytes = Def{Name: "skfwd_connection_bytes_total", Kind: Counter, Labels: []string{"routing_key", "dest_site", "direction"},
-		Help: "Bytes carried by connections accepted here, counted when each connection ends."}
+		Help: "Bytes carried by connections accepted here, counted when each connection ends.", Note: targetNote}
 	defAttemptFailures = Def{Name: "skfwd_connection_attempt_failures_total", Kind: Counter, Labels: []string{"routing_key", "dest_site", "reason"},
-		Help: "Attempts to place a client connection on a target that failed, by target and reason."}
+		Help: "Attempts to place a client connection on a target that failed, by target and reason.",
+		Note: "Exported at 0 by every reason for this site as dest_site, for each routing key with both a listener and a local connector here. A remote site's series start with its first failure: by every reason for every candidate site would be routing keys x sites x reasons."}
 	defRetries = Def{Name: "skfwd_connection_retries_total", Kind: Counter, Labels: []string{"routing_key", "reason"},
-		Help: "Failed attempts after which the connection was tried on the next candidate, by the reason of the failure."}
+		Help: "Failed attempts after which the connection was tried on the next candidate, by the reason of the failure.",
+		Note: "Exported at 0 by every reason for every Listener's routing key from start."}
 	defDelivered = Def{Name: "skfwd_connections_delivered_total", Kind: Counter, Labels: []string{"routing_key", "source_site", "connector"},
-		Help: "Connections from other sites that this site delivered to a local connector."}
+		Help: "Connections from other sites that this site delivered to a local connector.",
+		Note: "Exported at 0 for every local connector with each neighbor as source_site once its link is up; a source further away starts with its first connection."}
 	defRefused = Def{Name: "skfwd_requests_refused_total", Kind: Counter, Labels: []string{"routing_key", "source_site", "reason"},
 		Help: "Requests from other sites that this site refused, by reason; the ingress then tries its next candidate.",
-		Note: "A request that could not be read (malformed, or stalled mid-request) counts with reason `bad-request` and empty routing_key and source_site; that series is exported at 0 from start."}
+		Note: "A request that could not be read (malformed, or stalled mid-request) counts with reason `bad-request` and routing_key and source_site `other`; that series is exported at 0 from start, the others start with their first refusal."}
 	defAdmissionRefused = Def{Name: "skfwd_connections_refused_total", Kind: Counter, Labels: []string{"listener", "reason"},
 		Help: "Client connections a listener reset at once because a limit was reached: `listener-limit` (the Listener's max-connections) or `site-limit` (the site's max-connections).",
 		Note: "Exported at 0 for every listener from start. Connections from other sites refused at this site's limit count in skfwd_requests_refused_total with reason `over-limit`."}
@@ -192,25 +206,26 @@ var (
 		Help: "Connections moved from the userspace path to the kernel (sockmap) path."}
 	defDemotions = Def{Name: "skfwd_kernel_demotions_total", Kind: Counter, Labels: []string{"reason"},
 		Help: "Connections moved back from the kernel path to the userspace path, by reason.",
-		Note: "The reason values are the kernel data path's own; no series exists until the first demotion."}
+		Note: "The reason values are the kernel data path's own. " + NoSeriesNote + " demotion."}
 	defFallbacks = Def{Name: "skfwd_kernel_fallbacks_total", Kind: Counter, Labels: []string{"reason"},
 		Help: "Connections that stayed on the userspace path although the kernel path was wanted, by reason.",
-		Note: "The reason values are the kernel data path's own; no series exists until the first fallback."}
+		Note: "The reason values are the kernel data path's own. " + NoSeriesNote + " fallback."}
 	defTrimmed = Def{Name: "skfwd_kernel_retransmission_trimmed_bytes_total", Kind: Counter,
 		Help: "Bytes at the front of retransmitted segments that the kernel path cut off because they had already been delivered (the kernel's sockmap reader would have delivered them twice); counted when the connection ends.",
 		Note: "Rises only under packet loss on a promoted connection. Kernels before 6.2 cannot cut; see the kernel data path's start-up warning."}
 	defKernelBytes = Def{Name: "skfwd_kernel_bytes", Kind: Gauge, Scrape: true,
 		Help: "Bytes forwarded by the kernel path for connections open now (read from BPF maps).",
-		Note: "Present only when the data path is the kernel path."}
+		Note: KernelOnlyNote}
 	defKernelBacklog = Def{Name: "skfwd_kernel_backlog_bytes", Kind: Gauge, Scrape: true,
 		Help: "Bytes the kernel path redirected toward a socket that has not yet taken them into its send buffer: memory charged to no socket, bounded per direction by the max-kernel-backlog setting.",
-		Note: "Present only when the data path is the kernel path."}
+		Note: KernelOnlyNote}
 	defMapEntries = Def{Name: "skfwd_bpf_map_entries", Kind: Gauge, Scrape: true, Labels: []string{"map"},
-		Help: "Entries in each BPF map of the kernel path.", Note: "Present only when the data path is the kernel path."}
+		Help: "Entries in each BPF map of the kernel path.", Note: KernelOnlyNote}
 	defMapCapacity = Def{Name: "skfwd_bpf_map_capacity", Kind: Gauge, Scrape: true, Labels: []string{"map"},
-		Help: "Maximum entries of each BPF map of the kernel path.", Note: "Present only when the data path is the kernel path."}
+		Help: "Maximum entries of each BPF map of the kernel path.", Note: KernelOnlyNote}
 	defCollectErrors = Def{Name: "skfwd_collect_errors_total", Kind: Counter, Scrape: true, Labels: []string{"collector"},
-		Help: "Scrapes in which a scrape-time source failed; the metrics it supplies are missing from that scrape."}
+		Help: "Scrapes in which a scrape-time source failed; the metrics it supplies are missing from that scrape.",
+		Note: KernelOnlyNote + " The kernel path's BPF maps are the only scrape-time source that can fail."}
 	defBuildInfo = Def{Name: "skfwd_build_info", Kind: Gauge, Labels: []string{"version", "goversion"},
 		Help: "Always 1; the labels say which build runs."}
 )

@@ -3,6 +3,7 @@ package metrics
 import (
 	"net/http"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -37,12 +38,16 @@ type Metrics struct {
 
 	state  *stateCollector
 	bounds bounds
+
+	mu         sync.Mutex
+	connectors []Connector        // the site's connectors, for LinkUp
+	targets    map[[2]string]bool // (routing key, dest site) exported by Target
 }
 
 // New makes the metrics of site, built as version. Nothing is read at scrape time until
 // SetSource is called.
 func New(site, version string) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry()}
+	m := &Metrics{reg: prometheus.NewRegistry(), targets: map[[2]string]bool{}}
 	// Every series carries site=, so one Prometheus scraping every site needs no relabelling.
 	r := prometheus.WrapRegistererWith(prometheus.Labels{"site": site}, m.reg)
 	counter := func(d Def) *prometheus.CounterVec {
@@ -107,15 +112,68 @@ func (m *Metrics) SetSource(src Source, kernel KernelSource) {
 	m.state.set(src, kernel)
 }
 
-// ListenerKeys pre-creates the per-routing-key event series of the keys this site listens
-// for, so rate() and increase() see them from the first scrape, not from the first event.
-func (m *Metrics) ListenerKeys(keys []string) {
+// Configured exports at 0 the event series whose labels this site's configuration names, so
+// rate() and increase() see them from the first scrape, not from the first event, and every
+// dashboard panel has a value on a fresh network: per listened key, accepted, failed and
+// retries by every reason; per key that is both listened for and served by a local connector,
+// the target series of this site (see Target). connectors are kept for LinkUp.
+func (m *Metrics) Configured(self string, listenKeys []string, connectors []Connector) {
 	if m == nil {
 		return
 	}
-	for _, k := range keys {
+	m.mu.Lock()
+	m.connectors = slices.Clone(connectors)
+	m.mu.Unlock()
+	for _, k := range listenKeys {
 		m.accepted.WithLabelValues(k)
 		m.failed.WithLabelValues(k)
+		for _, r := range Reasons {
+			m.retries.WithLabelValues(k, r)
+		}
+		for _, c := range connectors {
+			if c.RoutingKey == k {
+				m.Target(k, self, true)
+				break
+			}
+		}
+	}
+}
+
+// Target exports at 0 the series of connections for key placed on dest (opened, closed by
+// outcome, bytes by direction, setup latency), once dest is a candidate for key: this site
+// for a local connector at start, a remote site when routing first reaches it advertising
+// key. A local target also gets its attempt failures by every reason. A remote one does not:
+// that would be keys x sites x reasons, while the others cost what its first connection would
+// create anyway. A site outside the bounds (see SetBounds) gets nothing.
+func (m *Metrics) Target(key, dest string, local bool) {
+	if m == nil {
+		return
+	}
+	key, dest = m.bounds.key(key), m.bounds.site(dest)
+	if key == Other || dest == Other {
+		return
+	}
+	// The gateway offers every candidate at every reconcile: create each target's series once.
+	t := [2]string{key, dest}
+	m.mu.Lock()
+	done := m.targets[t]
+	m.targets[t] = true
+	m.mu.Unlock()
+	if done {
+		return
+	}
+	m.opened.WithLabelValues(key, dest)
+	m.setup.WithLabelValues(key, dest)
+	for _, o := range []string{OutcomeOK, OutcomeReset} {
+		m.closed.WithLabelValues(key, dest, o)
+	}
+	for _, d := range []string{ToTarget, ToClient} {
+		m.bytes.WithLabelValues(key, dest, d)
+	}
+	if local {
+		for _, r := range Reasons {
+			m.attemptFailures.WithLabelValues(key, dest, r)
+		}
 	}
 }
 
@@ -245,13 +303,23 @@ func (m *Metrics) HeartbeatMiss(link, peer string) {
 }
 
 // LinkUp exports the per-link event counters of link at 0, so a dashboard shows a value for
-// a link that has had no event yet.
+// a link that has had no event yet, and the deliveries from peer to every local connector:
+// a neighbor is the likeliest source of connections, and an authenticated one.
 func (m *Metrics) LinkUp(link, peer string) {
 	if m == nil {
 		return
 	}
 	m.heartbeatMisses.WithLabelValues(link, peer)
 	m.poolMisses.WithLabelValues(link, peer)
+	if peer = m.bounds.admit(peer); peer == Other {
+		return
+	}
+	m.mu.Lock()
+	connectors := m.connectors
+	m.mu.Unlock()
+	for _, c := range connectors {
+		m.delivered.WithLabelValues(m.bounds.key(c.RoutingKey), peer, c.Name)
+	}
 }
 
 // PoolMiss counts a connection that found no idle tunnel on link.

@@ -58,7 +58,7 @@ func TestScriptedSequence(t *testing.T) {
 		{
 			name: "idle site with one listener and a link up",
 			do: func(m *Metrics, src *fakeSource, k *fakeKernel) {
-				m.ListenerKeys([]string{"db"})
+				m.Configured("west", []string{"db"}, []Connector{{Name: "db-local", RoutingKey: "db"}})
 				src.st = State{
 					DataPath:  "userspace",
 					Listeners: []Listener{{Name: "db", RoutingKey: "db", Accepting: true}},
@@ -91,7 +91,7 @@ func TestScriptedSequence(t *testing.T) {
 				`skfwd_route_cost{dest_site="east",next_hop="east",` + s + `}`:                           "1",
 				`skfwd_kernel_promotions_total{` + s + `}`:                                               "0",
 			},
-			gone: []string{`skfwd_connections_open`, `skfwd_kernel_bytes`, `skfwd_collect_errors_total`},
+			gone: []string{`skfwd_connections_open{`, `skfwd_kernel_bytes`, `skfwd_collect_errors_total`},
 		},
 		{
 			name: "two connections: one local, one to east after a refusal",
@@ -119,8 +119,9 @@ func TestScriptedSequence(t *testing.T) {
 				`skfwd_connections_open{connector="db-local",dest_site="west",routing_key="db",` + s + `}`:                     "1",
 				`skfwd_connections_open{connector="",dest_site="east",routing_key="db",` + s + `}`:                             "1",
 				`skfwd_connections_in_progress{` + s + `}`:                                                                     "2",
+				`skfwd_connections_closed_total{dest_site="west",outcome="ok",routing_key="db",` + s + `}`:                     "0",
 			},
-			gone: []string{`skfwd_connections_closed_total`},
+			gone: []string{`skfwd_connections_closed_total{dest_site="east"`},
 		},
 		{
 			name: "both end: one ok, one reset; bytes counted each way",
@@ -252,7 +253,9 @@ func TestBuildInfo(t *testing.T) {
 // TestNilMetricsIsNoOp: code without metrics calls the same methods on a nil *Metrics.
 func TestNilMetricsIsNoOp(t *testing.T) {
 	var m *Metrics
-	m.ListenerKeys([]string{"k"})
+	m.Configured("s", []string{"k"}, []Connector{{Name: "c", RoutingKey: "k"}})
+	m.Target("k", "s", true)
+	m.LinkUp("l", "p")
 	m.Accepted("k")
 	m.Committed("k", "s", time.Second)
 	m.Closed("k", "s", OutcomeOK, 1, 1)
@@ -357,5 +360,63 @@ func TestRejectionsFromStart(t *testing.T) {
 	if got[rejected("bad-proof")] != "1" || got[rejected("malformed")] != "0" || got[badRequest] != "2" {
 		t.Errorf("after one bad proof and two bad requests: bad-proof %s, malformed %s, bad-request %s",
 			got[rejected("bad-proof")], got[rejected("malformed")], got[badRequest])
+	}
+}
+
+// TestSeriesFromStart: what the configuration names is exported at 0 before any event, a
+// remote target once it is a candidate, a neighbor's deliveries once its link is up; sites
+// outside the bounds get nothing.
+func TestSeriesFromStart(t *testing.T) {
+	m := New("a", "test")
+	m.Configured("a", []string{"db", "web"}, []Connector{{Name: "db-local", RoutingKey: "db"}, {Name: "cache", RoutingKey: "cache"}})
+	m.SetBounds([]string{"db", "web", "cache"}, func(site string) bool { return site == "a" || site == "b" })
+	m.Target("web", "b", false)
+	m.Target("web", "z", false) // not reachable: no series
+	m.LinkUp("a-to-c", "c")
+	got := scrape(t, m)
+	const s = `site="a"`
+	want := []string{
+		`skfwd_connections_accepted_total{routing_key="web",` + s + `}`,
+		`skfwd_connections_failed_total{routing_key="db",` + s + `}`,
+		`skfwd_connections_opened_total{dest_site="a",routing_key="db",` + s + `}`,
+		`skfwd_connections_closed_total{dest_site="a",outcome="reset",routing_key="db",` + s + `}`,
+		`skfwd_connection_bytes_total{dest_site="a",direction="to_client",routing_key="db",` + s + `}`,
+		`skfwd_connection_setup_seconds_count{dest_site="a",routing_key="db",` + s + `}`,
+		`skfwd_connections_opened_total{dest_site="b",routing_key="web",` + s + `}`,
+		`skfwd_connections_closed_total{dest_site="b",outcome="ok",routing_key="web",` + s + `}`,
+		`skfwd_connection_bytes_total{dest_site="b",direction="to_target",routing_key="web",` + s + `}`,
+		`skfwd_connection_setup_seconds_bucket{dest_site="b",routing_key="web",` + s + `,le="+Inf"}`,
+		`skfwd_connections_delivered_total{connector="db-local",routing_key="db",` + s + `,source_site="c"}`,
+		`skfwd_connections_delivered_total{connector="cache",routing_key="cache",` + s + `,source_site="c"}`,
+		`skfwd_link_heartbeat_misses_total{link="a-to-c",peer_site="c",` + s + `}`,
+		`skfwd_tunnel_pool_misses_total{link="a-to-c",peer_site="c",` + s + `}`,
+	}
+	for _, r := range Reasons {
+		for _, k := range []string{"db", "web"} {
+			want = append(want, `skfwd_connection_retries_total{reason="`+r+`",routing_key="`+k+`",`+s+`}`)
+		}
+		want = append(want, `skfwd_connection_attempt_failures_total{dest_site="a",reason="`+r+`",routing_key="db",`+s+`}`)
+	}
+	for _, name := range want {
+		if v, ok := got[name]; v != "0" {
+			t.Errorf("%s = %q (exported %v), want 0", name, v, ok)
+		}
+	}
+	for name := range got {
+		for _, bad := range []string{
+			`routing_key="cache"` + "," + s + `}`, // served here, not listened for: no ingress series
+			`dest_site="z"`,
+			`skfwd_connection_attempt_failures_total{dest_site="b"`, // remote: from its first failure
+			`skfwd_connections_opened_total{dest_site="a",routing_key="web"`,
+		} {
+			if strings.Contains(name, bad) {
+				t.Errorf("%s exported, want absent", name)
+			}
+		}
+	}
+	// Counting goes on from the pre-created series.
+	m.Committed("web", "b", time.Millisecond)
+	if v := scrape(t, m)[`skfwd_connections_opened_total{dest_site="b",routing_key="web",`+s+`}`]; v != "1" {
+		t.Errorf("after one connection to b: opened %q, want 1", v)
 	}
 }

@@ -27,6 +27,13 @@ of reasons); nothing is labelled per connection or per client address.
 from the gateway's state (or the kernel path's BPF maps) when Prometheus scrapes, never copied
 on a timer.
 
+Series start at 0: every label combination the configuration names (routing keys of the
+Listeners and Connectors, listeners, connectors, links once up) and every value of a fixed
+label (reason, result, outcome, direction, pool) is exported from start, so a dashboard panel
+has a value on a fresh network and ` + "`increase()`" + ` sees the first event. A site label
+(dest_site, source_site) is known only for this site, a neighbor once its link is up, and a
+remote candidate once routing reaches it; each metric's entry says when it has no series yet.
+
 Connections are counted at the site whose listener accepted them (the *ingress*), where the
 target is chosen; the destination site counts what it delivered or refused
 (` + "`skfwd_connections_delivered_total`" + `, ` + "`skfwd_requests_refused_total`" + `).

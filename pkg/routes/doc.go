@@ -1,6 +1,7 @@
 // Package routes owns skfwd's link-state database and least-cost route
 // computation. It is pure: LSAs come in through DB.Update, a Table comes out
-// of DB.Compute, and nothing here touches sockets, clocks or goroutines.
+// of DB.Compute, and nothing here touches sockets, clocks (Expire is given the time) or
+// goroutines.
 //
 // # Link state
 //
@@ -17,6 +18,13 @@
 // A site without a stored LSA has no usable edges, so it is unreachable even
 // when its neighbours list it; in particular self has no routes until the
 // caller stores self's own LSA.
+//
+// # Expiry
+//
+// Nothing refreshes an LSA on a timer, so a departed site's last one would stay for ever.
+// DB.Expire drops the LSA of an origin that self has not reached over a whole expiry time,
+// measured on the clock the caller passes. That changes no route: an unreachable origin's LSA
+// contributes no usable edge to self's part of the graph.
 //
 // # Tie-breaking: every site agrees on the same path
 //

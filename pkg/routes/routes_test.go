@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // lsa builds an LSA with Seq 1.
@@ -580,5 +581,53 @@ func BenchmarkCompute(b *testing.B) {
 		if n := len(db.Compute().Routes()); n != len(lsas)-1 {
 			b.Fatalf("%d routes", n)
 		}
+	}
+}
+
+// TestExpire: a site that self no longer reaches is dropped once unreachable for the whole
+// expiry, not before, and without changing a route; one reached again in time is kept and its
+// clock starts over.
+func TestExpire(t *testing.T) {
+	const after = time.Minute
+	t0 := time.Unix(1000, 0)
+	db := dbOf("a", symmetric("a-b:1", "b-c:1", "c-d:1"))
+	if gone := db.Expire(t0, after); gone != nil {
+		t.Fatalf("everything reachable: expired %v", gone)
+	}
+	// c leaves: b stops listing it, so c and d (reached only through c) are unreachable.
+	db.Update(LSA{Origin: "b", Seq: 2, Links: map[string]int{"a": 1}})
+	if gone := db.Expire(t0.Add(time.Second), after); gone != nil {
+		t.Fatalf("just unreachable: expired %v", gone)
+	}
+	// d comes back by a link to b, before its time is up: its clock starts over.
+	db.Update(LSA{Origin: "b", Seq: 3, Links: map[string]int{"a": 1, "d": 1}})
+	db.Update(LSA{Origin: "d", Seq: 2, Links: map[string]int{"b": 1}})
+	if gone := db.Expire(t0.Add(30*time.Second), after); gone != nil {
+		t.Fatalf("d reached again: expired %v", gone)
+	}
+	if gone := db.Expire(t0.Add(after+time.Second-time.Nanosecond), after); gone != nil {
+		t.Fatalf("a nanosecond early: expired %v", gone)
+	}
+	before := db.Compute().Routes()
+	if gone := db.Expire(t0.Add(after+time.Second), after); !slices.Equal(gone, []string{"c"}) {
+		t.Fatalf("expired %v, want [c]", gone)
+	}
+	if after := db.Compute().Routes(); !reflect.DeepEqual(after, before) {
+		t.Errorf("routes changed by the expiry: %+v, were %+v", after, before)
+	}
+	if _, ok := db.Get("c"); ok {
+		t.Error("c's LSA still stored after it expired")
+	}
+	if _, ok := db.Get("d"); !ok {
+		t.Error("d's LSA expired although d is reachable")
+	}
+	// The self LSA is never expired, even with nothing else known.
+	lone := dbOf("x", []LSA{lsa("x", nil), lsa("y", nil)})
+	lone.Expire(t0, after)
+	if gone := lone.Expire(t0.Add(after), after); !slices.Equal(gone, []string{"y"}) {
+		t.Fatalf("lone site expired %v, want [y]", gone)
+	}
+	if _, ok := lone.Get("x"); !ok {
+		t.Error("self's LSA expired")
 	}
 }

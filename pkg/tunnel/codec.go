@@ -50,7 +50,8 @@ var (
 	ErrUnexpectedFrame = errors.New("unexpected tunnel frame type")
 )
 
-// Request opens a tunnel: the first frame on every tunnel connection, sent by the side that carries the client.
+// Request asks the far end to take one client connection: carried in a stream's open frame (AppendOpen), sent by
+// the side that carries the client.
 type Request struct {
 	FlowID     uint64
 	RoutingKey string // 1..200 bytes of printable ASCII, no spaces

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/skfwd/skfwd/internal/netlab"
+	"github.com/skfwd/skfwd/pkg/gateway"
 	"github.com/skfwd/skfwd/pkg/metrics"
 )
 
@@ -437,4 +438,85 @@ func labelsInclude(have, want map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// metricsReference is the metrics list the README points to (generated from pkg/metrics).
+var metricsReference = filepath.Join("..", "..", "docs", "metrics.md")
+
+// TestMetricsFreshNetwork starts two linked sites, each with a listener and a connector for
+// one key, and scrapes both before any client connection: every metric of the reference must
+// be exported, unless its entry there says it has no series yet (kernel path only, on a site
+// that is not on it; reasons of the kernel path's own). The list comes from the reference
+// itself, so the documentation and this test cannot drift apart.
+func TestMetricsFreshNetwork(t *testing.T) {
+	documented := documentedMetrics(t)
+	lab := newLab(t)
+	n := twoSites(t, lab, func(a, b *netlab.Site) {
+		a.Connector("backend-a", svc, beAddr)
+		b.Listener("backend", svc, svcPort)
+		backend(t, a, "a", beAddr)
+	})
+	check(t, n.a.WaitCandidates(converged, svc, "b", "local:backend-a"))
+	check(t, n.b.WaitCandidates(converged, svc, "a", "local:backend"))
+	for _, s := range []*netlab.Site{n.a, n.b} {
+		st := must[gateway.Status](t)(s.Status())
+		body := scrape(t, s)
+		var absent []string
+		for _, d := range documented {
+			if strings.Contains(d.meaning, metrics.NoSeriesNote) ||
+				(strings.Contains(d.meaning, metrics.KernelOnlyNote) && st.DataPath == "userspace") {
+				continue
+			}
+			if !exported(body, d.name) {
+				absent = append(absent, d.name)
+			}
+		}
+		if len(absent) > 0 {
+			t.Errorf("site %s (data path %s): documented metrics absent before any traffic: %s", s.Name, st.DataPath, strings.Join(absent, ", "))
+		}
+		// A panel must read 0, not "no data": a few series of each kind of label.
+		peer := map[string]string{"a": "b", "b": "a"}[s.Name]
+		self := `site="` + s.Name + `"`
+		for _, series := range []string{
+			`skfwd_connections_opened_total{dest_site="` + peer + `",routing_key="backend",` + self + `}`,
+			`skfwd_connection_retries_total{reason="link-lost",routing_key="backend",` + self + `}`,
+			`skfwd_connections_delivered_total{connector="` + map[string]string{"a": "backend-a", "b": "backend"}[s.Name] + `",routing_key="backend",` + self + `,source_site="` + peer + `"}`,
+			`skfwd_connection_moves_total{result="no-tunnel",` + self + `}`,
+		} {
+			checkSample(t, body, series, 0)
+		}
+	}
+}
+
+type documentedMetric struct{ name, meaning string }
+
+// documentedMetrics reads the metric table of the reference: | `name` | type | source | labels | meaning |.
+func documentedMetrics(t *testing.T) []documentedMetric {
+	b, err := os.ReadFile(metricsReference)
+	check(t, err)
+	var out []documentedMetric
+	for _, line := range strings.Split(string(b), "\n") {
+		cells := strings.Split(line, " | ")
+		if len(cells) != 5 || !strings.HasPrefix(cells[0], "| `skfwd_") {
+			continue
+		}
+		out = append(out, documentedMetric{name: strings.Trim(cells[0], "| `"), meaning: cells[4]})
+	}
+	if len(out) < len(metrics.Definitions) {
+		t.Fatalf("%s lists %d metrics, the code defines %d: regenerate it (go run ./pkg/metrics/cmd/gendoc)", metricsReference, len(out), len(metrics.Definitions))
+	}
+	return out
+}
+
+// exported reports whether the exposition body has a sample of the metric name (a histogram's
+// under name_count).
+func exported(body, name string) bool {
+	for _, line := range strings.Split(body, "\n") {
+		for _, n := range []string{name, name + "_count"} {
+			if strings.HasPrefix(line, n+"{") || strings.HasPrefix(line, n+" ") {
+				return true
+			}
+		}
+	}
+	return false
 }
