@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/skfwd/skfwd/pkg/datapath"
 	"github.com/skfwd/skfwd/pkg/gateway"
+	"github.com/skfwd/skfwd/pkg/gcfloor"
 	"github.com/skfwd/skfwd/pkg/metrics"
 )
 
@@ -62,6 +64,7 @@ func cmdRun(e env, args []string) int {
 		log.Error("site not started", "err", err)
 		return exitFailure
 	}
+	go gcfloor.Run(ctx, gcfloor.DefaultFloor, time.Second) // ends with ctx, at return
 	if *readyFile != "" {
 		if err := os.WriteFile(*readyFile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
 			log.Error("write ready file", "err", err)

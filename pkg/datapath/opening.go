@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/skfwd/skfwd/pkg/mux"
+	"golang.org/x/sys/unix"
 )
 
 // An opening connection: the client's stream has been opened toward a remote site but the far
@@ -134,4 +135,36 @@ func (k *keeper) streamFailed(err error) error {
 // client is passed on as such: a reset socket reports it once only.
 func (k *keeper) abandonedRead(err error) bool {
 	return k != nil && k.state.Load() == stateAbandoned && errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// TakeReady appends to *kept what conn has already received, up to limit bytes, without
+// waiting: a client that sent its request with its connect has it carried in the stream's
+// open, one frame and one write on the link fewer. A failure is the client's (a reset).
+func TakeReady(conn *net.TCPConn, kept *[]byte, limit int) error {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	bp := streamBufs.Get().(*[]byte)
+	defer streamBufs.Put(bp)
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = unix.Read(int(fd), (*bp)[:min(streamBufSize, limit-len(*kept))])
+			if !errors.Is(rerr, unix.EINTR) {
+				return true // done, whether or not there was anything to read
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return err
+	case errors.Is(rerr, unix.EAGAIN):
+		return nil
+	case rerr != nil:
+		return rerr
+	}
+	*kept = append(*kept, (*bp)[:n]...) // n == 0, end of stream: read again, and passed on, later
+	return nil
 }

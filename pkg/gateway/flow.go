@@ -48,7 +48,12 @@ func (g *Gateway) serveClient(key string, client *net.TCPConn) {
 	tried := map[string]bool{}
 	var errs []error
 	lastReason := ""
-	for attempt := 0; attempt < maxAttempts; attempt++ {
+	// What the client sent with its connect travels in the first open.
+	ready := datapath.TakeReady(client, &first.buf, first.limit)
+	if ready != nil {
+		errs = append(errs, fmt.Errorf("%w: %v", errClientGone, ready))
+	}
+	for attempt := 0; ready == nil && attempt < maxAttempts; attempt++ {
 		cand, release, ok := g.pick(key, tried)
 		if !ok {
 			break
@@ -147,8 +152,8 @@ func (g *Gateway) candidates(key string, remote bool) []selector.Candidate {
 		}
 	}
 	if remote {
-		for _, r := range g.links.Routes().Advertisers(key) {
-			out = append(out, selector.Candidate{Target: r.Dest, PathCost: r.Cost, Open: g.open.Open(key, r.Dest)})
+		for dest, cost := range g.links.Routes().AdvertiserCosts(key) {
+			out = append(out, selector.Candidate{Target: dest, PathCost: cost, Open: g.open.Open(key, dest)})
 		}
 	}
 	return out
@@ -167,7 +172,7 @@ func (g *Gateway) connectorNamed(key, name string) *connector {
 // been handled (spliced to its end), or the error that makes the caller try the next candidate.
 func (g *Gateway) toConnector(key, name string, client *net.TCPConn, first *firstBytes, start time.Time, retries int) (bool, error) {
 	c := g.connectorNamed(key, name)
-	backend, err := c.dial(g.ctx, g.settings.ConnectTimeout)
+	backend, err := c.dial(g.settings.ConnectTimeout)
 	if err != nil {
 		c.setHealthy(false, err)
 		reason := metrics.ReasonConnectFailed
@@ -198,12 +203,12 @@ var errClientGone = errors.New("client connection failed")
 // toSite forwards the client to a remote site as a stream on the link to the next hop: no
 // connection and no handshake are spent, and the client's first bytes travel in the open.
 func (g *Gateway) toSite(key string, flowID uint64, site string, client *net.TCPConn, first *firstBytes, start time.Time, retries int) (bool, error) {
-	route, ok := g.links.Routes().Lookup(site)
+	nextHop, ok := g.links.Routes().NextHop(site)
 	if !ok {
 		return false, failed(metrics.ReasonNoRoute, fmt.Errorf("site %q: no route", site))
 	}
 	req := tunnel.Request{FlowID: flowID, RoutingKey: key, DestSite: site, SourceSite: g.self}
-	st, err := g.links.OpenStream(route.NextHop, req, first.buf)
+	st, err := g.links.OpenStream(nextHop, req, first.buf)
 	if err != nil {
 		if errors.Is(err, links.ErrNoLink) || errors.Is(err, mux.ErrLinkLost) {
 			return false, failed(metrics.ReasonLinkDown, err)
@@ -212,7 +217,7 @@ func (g *Gateway) toSite(key string, flowID uint64, site string, client *net.TCP
 	}
 	replayed := first.buf
 	var mv *datapath.Mover
-	if route.NextHop == site {
+	if nextHop == site {
 		mv = g.startsMoves(st)
 	}
 	op := datapath.Open(client, st.Stream, &first.buf, first.limit, mv)
@@ -259,9 +264,12 @@ func (g *Gateway) awaitCommit(st *links.Stream, op *datapath.Opening, sent bool)
 // commit decides, for a backend that has just accepted, whether the connection is now bound
 // to it. See awaitCommit.
 func (g *Gateway) commit(target, client *net.TCPConn, first *firstBytes, sent bool) error {
+	if sent {
+		return nil // a client byte has gone to the target: committed (see awaitCommit)
+	}
 	p := first.startPump(client, target)
 	wake := func() { _ = target.SetReadDeadline(time.Unix(1, 0)) } // wakes waitFirstByte
-	err := p.awaitCommit(sent, wake, func() error { return waitFirstByte(target) })
+	err := p.awaitCommit(wake, func() error { return waitFirstByte(target) })
 	// The pump has stopped before the deadline is cleared: a forward after the clear would
 	// set it again.
 	_ = target.SetReadDeadline(time.Time{})
@@ -275,9 +283,9 @@ func (g *Gateway) commit(target, client *net.TCPConn, first *firstBytes, sent bo
 // next candidate without the client noticing. After it, failures reach the client as resets.
 // waitFirstByte waits for the target's first byte without consuming it; wake makes it
 // return when a client byte has gone to the target.
-func (p *pump) awaitCommit(sent bool, wake func(), waitFirstByte func() error) error {
+func (p *pump) awaitCommit(wake func(), waitFirstByte func() error) error {
 	p.commitPhase(wake)
-	if !sent && !p.forwardedAny() {
+	if !p.forwardedAny() {
 		if err := waitFirstByte(); err != nil && !p.forwardedAny() {
 			if perr := p.stop(); perr != nil {
 				return perr
@@ -484,7 +492,7 @@ func (g *Gateway) deliver(st *links.Stream, req tunnel.Request) {
 			break
 		}
 		tried[c.cfg.Name] = true
-		backend, err := c.dial(g.ctx, g.settings.ConnectTimeout)
+		backend, err := c.dial(g.settings.ConnectTimeout)
 		if err != nil {
 			c.setHealthy(false, err)
 			reason, msg = tunnel.ReasonBackendRefused, err.Error()
@@ -529,12 +537,12 @@ func (g *Gateway) transit(st *links.Stream, req tunnel.Request) {
 		st.Refuse(reason, msg)
 		g.metrics.Refused(req.RoutingKey, req.SourceSite, reason.String())
 	}
-	route, ok := g.links.Routes().Lookup(req.DestSite)
+	nextHop, ok := g.links.Routes().NextHop(req.DestSite)
 	if !ok {
 		refuse(tunnel.ReasonNoRoute, "no route from "+g.self+" to "+req.DestSite)
 		return
 	}
-	next, err := g.links.OpenStream(route.NextHop, req, nil)
+	next, err := g.links.OpenStream(nextHop, req, nil)
 	if err != nil {
 		refuse(tunnel.ReasonNoTunnel, err.Error())
 		return

@@ -9,6 +9,7 @@
 package links
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -141,6 +142,10 @@ type Manager struct {
 	seq      uint64
 	sessions map[*session]struct{}
 	dials    map[string]*dialState
+
+	// byPeer is sessions by peer, cheapest first, rebuilt under mu whenever they change: a
+	// stream's open reads it without taking mu, and allocates nothing.
+	byPeer atomic.Pointer[map[string][]*session]
 }
 
 type dialState struct {
@@ -273,21 +278,27 @@ func onCheapest[T any](m *Manager, peer string, open func(*session) (T, error)) 
 // sessionsTo lists the sessions to peer, cheapest first: with two links between the same pair
 // of sites the cheaper carries traffic and the other stands by.
 func (m *Manager) sessionsTo(peer string) []*session {
-	m.mu.Lock()
-	var out []*session
-	for s := range m.sessions {
-		if s.peer == peer {
-			out = append(out, s)
-		}
+	if idx := m.byPeer.Load(); idx != nil {
+		return (*idx)[peer]
 	}
-	m.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].cost != out[j].cost {
-			return out[i].cost < out[j].cost
-		}
-		return out[i].name < out[j].name
-	})
-	return out
+	return nil
+}
+
+// indexLocked rebuilds byPeer from sessions.
+func (m *Manager) indexLocked() {
+	idx := map[string][]*session{}
+	for s := range m.sessions {
+		idx[s.peer] = append(idx[s.peer], s)
+	}
+	for _, ss := range idx {
+		slices.SortFunc(ss, func(a, b *session) int {
+			if c := cmp.Compare(a.cost, b.cost); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.name, b.name)
+		})
+	}
+	m.byPeer.Store(&idx)
 }
 
 // Serve accepts links (control and tunnel connections) on ln until the manager's context ends.
@@ -581,6 +592,7 @@ func (m *Manager) runSession(s *session) bool {
 		}
 	}
 	m.sessions[s] = struct{}{}
+	m.indexLocked()
 	m.originateLocked()
 	// A new neighbor needs everything we know; after that, flooding keeps it current.
 	for _, l := range m.db.All() {
@@ -594,6 +606,7 @@ func (m *Manager) runSession(s *session) bool {
 
 	m.mu.Lock()
 	delete(m.sessions, s)
+	m.indexLocked()
 	m.originateLocked()
 	m.mu.Unlock()
 	// Routes no longer use this link before its tunnels are torn down, so the connections

@@ -36,12 +36,17 @@ type writer struct {
 	batch     uint64 // number of the batch being filled; a stream's queuedIn names one
 	closed    bool
 
-	busy         bool   // a write holds the spare buffers and rest
-	rest         []byte // the tail of a write the socket did not take: sent before anything else
-	spareU       []byte // the buffers the queues swap with, owned by whoever is busy
-	spareD       []byte
-	raw          syscall.RawConn // nil: no write from the streams' goroutines
+	busy   bool   // a write holds the spare buffers and rest
+	rest   []byte // the tail of a write the socket did not take: sent before anything else
+	spareU []byte // the buffers the queues swap with, owned by whoever is busy
+	spareD []byte
+	raw    syscall.RawConn // nil: no write from the streams' goroutines
+	// writeOnce's system call and its results, used by whoever is busy.
 	iov          [2]unix.Iovec
+	iovN         int
+	wrote        int
+	wrErr        error
+	writev       func(fd uintptr) bool
 	writingSince atomic.Int64 // unix nanoseconds at which the write in progress began; 0: none
 }
 
@@ -53,6 +58,7 @@ func (w *writer) init(s *Session) {
 	if sc, ok := s.conn.(syscall.Conn); ok {
 		w.raw, _ = sc.SyscallConn()
 	}
+	w.writev = w.writevOnce
 }
 
 // maxKeep bounds the queue buffers kept between writes, so a burst does not pin memory.
@@ -148,37 +154,41 @@ func (w *writer) flushLocked() {
 // writeOnce makes one non-blocking writev of u and d and returns the bytes the socket took
 // (0 when it was full).
 func (w *writer) writeOnce(u, d []byte) (int, error) {
-	iov := w.iov[:0]
-	for _, b := range [2][]byte{u, d} {
+	w.iovN, w.wrote, w.wrErr = 0, 0, nil
+	for _, b := range [...][]byte{u, d} {
 		if len(b) > 0 {
-			iov = append(iov, unix.Iovec{Base: &b[0]})
-			iov[len(iov)-1].SetLen(len(b))
+			w.iov[w.iovN] = unix.Iovec{Base: &b[0]}
+			w.iov[w.iovN].SetLen(len(b))
+			w.iovN++
 		}
 	}
-	if len(iov) == 0 {
+	if w.iovN == 0 {
 		return 0, nil
 	}
-	var n int
-	var werr error
-	err := w.raw.Write(func(fd uintptr) bool {
-		for {
-			r, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-			switch {
-			case e == unix.EINTR:
-				continue
-			case e == unix.EAGAIN:
-			case e != 0:
-				werr = e
-			default:
-				n = int(r)
-			}
-			return true // never wait: the writer goroutine does the waiting
-		}
-	})
+	err := w.raw.Write(w.writev)
+	w.iov = [2]unix.Iovec{} // the buffers go back to the queues: keep no pointer into them
 	if err == nil {
-		err = werr
+		err = w.wrErr
 	}
-	return n, err
+	return w.wrote, err
+}
+
+// writevOnce is the system call of writeOnce, bound once as w.writev: a closure made per
+// write escaped to the heap, an allocation per frame batch.
+func (w *writer) writevOnce(fd uintptr) bool {
+	for {
+		r, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iov[0])), uintptr(w.iovN))
+		switch {
+		case e == unix.EINTR:
+			continue
+		case e == unix.EAGAIN:
+		case e != 0:
+			w.wrErr = e
+		default:
+			w.wrote = int(r)
+		}
+		return true // never wait: the writer goroutine does the waiting
+	}
 }
 
 func (w *writer) stuckSince() time.Time {

@@ -207,12 +207,18 @@ func TestCompute(t *testing.T) {
 				if !ok || !reflect.DeepEqual(got, r) {
 					t.Errorf("Lookup(%q) = %v, %v; want %v, true", r.Dest, got, ok, r)
 				}
+				if hop, ok := tbl.NextHop(r.Dest); !ok || hop != r.NextHop {
+					t.Errorf("NextHop(%q) = %q, %v; want %q, true", r.Dest, hop, ok, r.NextHop)
+				}
 				if !tbl.Reachable(r.Dest) {
 					t.Errorf("Reachable(%q) = false, want true", r.Dest)
 				}
 			}
 			if _, ok := tbl.Lookup(tt.self); ok {
 				t.Errorf("Lookup(self) found a route")
+			}
+			if _, ok := tbl.NextHop(tt.self); ok {
+				t.Errorf("NextHop(self) found a route")
 			}
 			if tbl.Reachable(tt.self) {
 				t.Errorf("Reachable(self) = true")
@@ -378,6 +384,16 @@ func TestAdvertisers(t *testing.T) {
 		t.Run(tt.key, func(t *testing.T) {
 			if got := tbl.Advertisers(tt.key); !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("Advertisers(%q) =\n  %v\nwant\n  %v", tt.key, got, tt.want)
+			}
+			i := 0
+			for dest, cost := range tbl.AdvertiserCosts(tt.key) {
+				if i >= len(tt.want) || dest != tt.want[i].Dest || cost != tt.want[i].Cost {
+					t.Errorf("AdvertiserCosts(%q) yields %s at cost %d in place %d, want the order of %v", tt.key, dest, cost, i, tt.want)
+				}
+				i++
+			}
+			if i != len(tt.want) {
+				t.Errorf("AdvertiserCosts(%q) yields %d routes, want %d", tt.key, i, len(tt.want))
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package routes
 
 import (
+	"iter"
 	"slices"
 	"sort"
 )
@@ -39,6 +40,25 @@ func (t Table) Lookup(dest string) (Route, bool) {
 		return Route{}, false
 	}
 	return r.clone(), true
+}
+
+// NextHop returns the neighbor the route to dest leaves by: Lookup without the copy, for the
+// path of every new connection.
+func (t Table) NextHop(dest string) (string, bool) {
+	r, ok := t.byDest[dest]
+	return r.NextHop, ok
+}
+
+// AdvertiserCosts yields the destination and cost of each route Advertisers returns, in its
+// order, without copying them.
+func (t Table) AdvertiserCosts(key string) iter.Seq2[string, int] {
+	return func(yield func(string, int) bool) {
+		for _, r := range t.byKey[key] {
+			if !yield(r.Dest, r.Cost) {
+				return
+			}
+		}
+	}
 }
 
 // Routes returns every route, sorted by Dest. Self is not included.
