@@ -3,6 +3,7 @@ package config
 import (
 	"net"
 	"strconv"
+	"time"
 )
 
 // APIVersion is the apiVersion of every Skupper resource skfwd reads.
@@ -75,7 +76,10 @@ type Listener struct {
 	// MaxConnections bounds the client connections it holds at once; 0: only the site's
 	// max-connections setting does.
 	MaxConnections int
-	Origin         Origin
+	// IdleTimeout resets a client connection that has passed no byte either way for this
+	// long; 0: never.
+	IdleTimeout time.Duration
+	Origin      Origin
 }
 
 // Address is the host:port to listen on.

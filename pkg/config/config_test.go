@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -142,7 +143,12 @@ func TestParseProblems(t *testing.T) {
 		{
 			name:  "unknown listener setting",
 			input: "apiVersion: skupper.io/v2alpha1\nkind: Listener\nmetadata: {name: db}\nspec: {routingKey: db, host: 0.0.0.0, port: 5432, settings: {idle: 5s}}\n",
-			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 4, kind: "Listener", name: "db", field: "spec.settings.idle", phrase: "use max-connections"}},
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 4, kind: "Listener", name: "db", field: "spec.settings.idle", phrase: "use max-connections or idle-timeout"}},
+		},
+		{
+			name:  "listener idle-timeout too short",
+			input: "apiVersion: skupper.io/v2alpha1\nkind: Listener\nmetadata: {name: db}\nspec: {routingKey: db, host: 0.0.0.0, port: 5432, settings: {idle-timeout: 10ms}}\n",
+			want:  []wantProblem{{file: "in.yaml", doc: 1, line: 4, kind: "Listener", name: "db", field: "spec.settings.idle-timeout", phrase: "1s or more"}},
 		},
 		{
 			name:  "two sites",
@@ -830,5 +836,24 @@ func checkProblem(t *testing.T, p *Problem, w wantProblem) {
 	}
 	if p.Msg == "" || (p.Fix == "" && p.Doc != 0) {
 		t.Errorf("problem %s has no Msg or no Fix", p)
+	}
+}
+
+// A Listener's settings reach its configuration.
+func TestListenerSettings(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "site.yaml")
+	doc := "apiVersion: skupper.io/v2alpha1\nkind: Site\nmetadata: {name: west}\n---\n" +
+		"apiVersion: skupper.io/v2alpha1\nkind: Listener\nmetadata: {name: db}\n" +
+		"spec: {routingKey: db, host: 0.0.0.0, port: 5432, settings: {max-connections: \"100\", idle-timeout: 15m}}\n"
+	if err := os.WriteFile(f, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := cfg.Listeners[0]; l.MaxConnections != 100 || l.IdleTimeout != 15*time.Minute {
+		t.Errorf("listener max-connections %d, idle-timeout %v; want 100, 15m", l.MaxConnections, l.IdleTimeout)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -449,17 +450,27 @@ func (d *docCtx) listener(top *object) {
 }
 
 // listenerSettings reads a Listener's spec.settings (Skupper's ListenerSpec.Settings is a
-// map of strings): skfwd knows max-connections.
+// map of strings): skfwd knows max-connections and idle-timeout.
 func (d *docCtx) listenerSettings(spec *object, l *Listener) {
 	obj := d.object(spec.get("settings"), "spec.settings")
 	for _, key := range obj.order {
 		field := "spec.settings." + key
-		if key != "max-connections" {
-			d.problem(obj.keys[key], field, fmt.Sprintf("unknown listener setting %q", key), "use max-connections")
+		if key != "max-connections" && key != "idle-timeout" {
+			d.problem(obj.keys[key], field, fmt.Sprintf("unknown listener setting %q", key), "use max-connections or idle-timeout")
 			continue
 		}
 		v, n, ok := d.scalar(obj, key)
 		if !ok {
+			continue
+		}
+		if key == "idle-timeout" {
+			t, err := time.ParseDuration(v)
+			if err != nil || t < 0 || t > 0 && t < time.Second {
+				d.problem(n, field, fmt.Sprintf("%q is not a duration of 1s or more, or 0", v),
+					"set how long a client connection may pass no byte either way before it is reset, such as 15m (0: never)")
+				continue
+			}
+			l.IdleTimeout = t
 			continue
 		}
 		x, err := strconv.Atoi(v)

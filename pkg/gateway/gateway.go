@@ -71,7 +71,7 @@ type Gateway struct {
 	flowSeq atomic.Uint64
 
 	activeMu sync.Mutex
-	active   map[*net.TCPConn]struct{} // client-side sockets of connections in progress
+	active   map[*net.TCPConn]*activeConn // client-side sockets of connections in progress
 }
 
 // Start binds every address the configuration names, then starts the site. Binding comes
@@ -90,7 +90,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 	g = &Gateway{
 		cfg: cfg, settings: s, self: cfg.Site.Name, log: opts.Log, rateLog: ratelog.New(opts.Log, time.Second), path: opts.Path, pathNote: opts.PathNote, open: opts.Counts, metrics: opts.Metrics,
 		connectors: map[string][]*connector{},
-		active:     map[*net.TCPConn]struct{}{},
+		active:     map[*net.TCPConn]*activeConn{},
 	}
 	g.state, err = statedir.Open(s.StateDir, g.self)
 	if err != nil {
@@ -187,6 +187,13 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 	}
 	g.watchMetrics()
 	g.goRun(g.reconcileLoop)
+	var timeouts []time.Duration
+	for _, l := range g.listeners {
+		timeouts = append(timeouts, l.cfg.IdleTimeout)
+	}
+	if every := idleSweepEvery(timeouts); every > 0 {
+		g.goRun(func() { g.idleLoop(every) })
+	}
 	if g.admin != nil {
 		g.goRun(g.serveAdmin)
 	}
@@ -249,13 +256,17 @@ func (g *Gateway) Stop() {
 // Done is closed when the gateway has been asked to stop.
 func (g *Gateway) Done() <-chan struct{} { return g.ctx.Done() }
 
-func (g *Gateway) trackActive(c *net.TCPConn) bool {
+func (g *Gateway) trackActive(c *net.TCPConn, l *listener) bool {
 	g.activeMu.Lock()
 	defer g.activeMu.Unlock()
 	if g.ctx.Err() != nil {
 		return false
 	}
-	g.active[c] = struct{}{}
+	var a *activeConn // nil without an idle timeout: nothing to watch, nothing allocated
+	if l.cfg.IdleTimeout > 0 {
+		a = &activeConn{l: l}
+	}
+	g.active[c] = a
 	return true
 }
 

@@ -103,7 +103,7 @@ func (l *listener) acceptLoop(ln net.Listener) {
 				"listener_limit", l.admission.limit, "site_limit", l.g.admission.limit)
 			continue
 		}
-		if !l.g.trackActive(client) {
+		if !l.g.trackActive(client, l) {
 			l.leave()
 			client.Close()
 			return

@@ -101,6 +101,9 @@ type ListenerStatus struct {
 	RoutingKey string `json:"routing_key"`
 	Address    string `json:"address"`
 	Accepting  bool   `json:"accepting"`
+	// MaxConnections and IdleTimeout are the Listener's settings (0: none).
+	MaxConnections int    `json:"max_connections,omitempty"`
+	IdleTimeout    string `json:"idle_timeout,omitempty"`
 }
 
 func kernelStatus(k *datapath.Kernel) *KernelStatus {
@@ -134,7 +137,8 @@ func (g *Gateway) Status() Status {
 	keys := map[string]bool{}
 	for _, l := range g.listeners {
 		keys[l.cfg.RoutingKey] = true
-		st.Listeners = append(st.Listeners, ListenerStatus{Name: l.cfg.Name, RoutingKey: l.cfg.RoutingKey, Address: l.cfg.Address(), Accepting: l.isAccepting()})
+		st.Listeners = append(st.Listeners, ListenerStatus{Name: l.cfg.Name, RoutingKey: l.cfg.RoutingKey, Address: l.cfg.Address(), Accepting: l.isAccepting(),
+			MaxConnections: l.cfg.MaxConnections, IdleTimeout: durationOrEmpty(l.cfg.IdleTimeout)})
 	}
 	for key, cs := range g.connectors {
 		keys[key] = true
@@ -205,4 +209,11 @@ func (g *Gateway) serveAdmin() {
 		srv.Close()
 	}()
 	_ = srv.Serve(g.admin)
+}
+
+func durationOrEmpty(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
 }

@@ -163,6 +163,9 @@ var (
 	defAdmissionRefused = Def{Name: "skfwd_connections_refused_total", Kind: Counter, Labels: []string{"listener", "reason"},
 		Help: "Client connections a listener reset at once because a limit was reached: `listener-limit` (the Listener's max-connections) or `site-limit` (the site's max-connections).",
 		Note: "Exported at 0 for every listener from start. Connections from other sites refused at this site's limit count in skfwd_requests_refused_total with reason `over-limit`."}
+	defIdleReset = Def{Name: "skfwd_connections_idle_reset_total", Kind: Counter, Labels: []string{"listener"},
+		Help: "Client connections a listener reset because they passed no byte either way for the Listener's idle-timeout.",
+		Note: "Exported at 0 for every listener from start."}
 	defHandshakesRejected = Def{Name: "skfwd_link_handshakes_rejected_total", Kind: Counter, Labels: []string{"reason"},
 		Help: "Connections to this site's link port rejected before they carried anything, by reason.",
 		Note: "reason is one of " + joinCode(HandshakeReasons) + " (a credential this site never issued; the right credential with the wrong secret; not skfwd's handshake; no handshake within 5 s; closed mid-handshake; a peer with this site's own name; a tunnel for a link not up here), each exported at 0 from start. The log shows at most one line a second per reason."}
@@ -233,7 +236,7 @@ var (
 // Definitions lists every metric, in reference order.
 var Definitions = []Def{
 	defAccepted, defOpened, defClosed, defFailed, defOpen, defInProgress, defSetup, defBytes,
-	defAttemptFailures, defRetries, defDelivered, defRefused, defAdmissionRefused, defHandshakesRejected,
+	defAttemptFailures, defRetries, defDelivered, defRefused, defAdmissionRefused, defIdleReset, defHandshakesRejected,
 	defScore, defPathCost, defCandidates, defListener, defConnectorUp,
 	defLinkUp, defLinkCost, defLinkRTT, defHeartbeatMisses, defPoolIdle, defTunnelsActive, defPoolMisses, defMoves, defRouteCost,
 	defDataPath, defPromotions, defDemotions, defFallbacks, defTrimmed, defKernelBytes, defKernelBacklog, defMapEntries, defMapCapacity,

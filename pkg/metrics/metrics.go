@@ -28,6 +28,7 @@ type Metrics struct {
 	refused         *prometheus.CounterVec
 	rejected        *prometheus.CounterVec
 	admission       *prometheus.CounterVec
+	idleReset       *prometheus.CounterVec
 	heartbeatMisses *prometheus.CounterVec
 	poolMisses      *prometheus.CounterVec
 	moves           *prometheus.CounterVec
@@ -66,6 +67,7 @@ func New(site, version string) *Metrics {
 	m.refused = counter(defRefused)
 	m.rejected = counter(defHandshakesRejected)
 	m.admission = counter(defAdmissionRefused)
+	m.idleReset = counter(defIdleReset)
 	// Rejections are exported at 0 from start, so an alert on increase() sees the first one.
 	for _, r := range HandshakeReasons {
 		m.rejected.WithLabelValues(r)
@@ -267,7 +269,7 @@ func (m *Metrics) Move(result string) {
 	m.moves.WithLabelValues(result).Inc()
 }
 
-// ListenerOpened exports listener's admission refusals at 0.
+// ListenerOpened exports listener's admission refusals and idle resets at 0.
 func (m *Metrics) ListenerOpened(listener string) {
 	if m == nil {
 		return
@@ -275,6 +277,15 @@ func (m *Metrics) ListenerOpened(listener string) {
 	for _, r := range []string{RefusedListenerLimit, RefusedSiteLimit} {
 		m.admission.WithLabelValues(listener, r)
 	}
+	m.idleReset.WithLabelValues(listener)
+}
+
+// IdleReset counts a client connection listener reset for passing its idle-timeout.
+func (m *Metrics) IdleReset(listener string) {
+	if m == nil {
+		return
+	}
+	m.idleReset.WithLabelValues(listener).Inc()
 }
 
 // AdmissionRefused counts a client connection listener reset at once for reason.
