@@ -137,7 +137,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (g *Gateway, e
 	}
 
 	g.ctx, g.cancel = context.WithCancel(ctx)
-	g.workers = workers.New(workerIdleTime)
+	g.workers = workers.New(workerIdleTime, maxIdleWorkers)
 	for _, cc := range cfg.Connectors {
 		g.connectors[cc.RoutingKey] = append(g.connectors[cc.RoutingKey], &connector{g: g, cfg: cc})
 	}
@@ -232,6 +232,10 @@ func (g *Gateway) goServe(f func()) {
 // enough to span the gaps of a steady load, short enough that a burst's workers are gone
 // soon after it.
 const workerIdleTime = 10 * time.Second
+
+// maxIdleWorkers bounds the workers kept waiting: enough for the concurrency of a busy site's
+// steady load, while the rest of a burst's workers (and their stacks) go at once.
+const maxIdleWorkers = 256
 
 // Stop stops accepting, resets the connections in progress, closes every link and waits
 // until nothing of the site runs any more.

@@ -25,6 +25,21 @@ func TestPercentFor(t *testing.T) {
 	}
 }
 
+func TestReleaseNow(t *testing.T) {
+	for _, tc := range []struct {
+		goroutines, peak uint64
+		want             bool
+	}{
+		{goroutines: 600, peak: 10600, want: true},   // 5000 idle clients have gone
+		{goroutines: 9000, peak: 10600, want: false}, // a dip under steady load
+		{goroutines: 100, peak: 900, want: false},    // too small a burst to matter
+	} {
+		if got := releaseNow(tc.goroutines, tc.peak); got != tc.want {
+			t.Errorf("releaseNow(%d goroutines, peak %d) = %v, want %v", tc.goroutines, tc.peak, got, tc.want)
+		}
+	}
+}
+
 // Run raises GOGC while the live heap is below the floor, and restores it when done.
 func TestRunRaisesAndRestores(t *testing.T) {
 	t.Setenv("GOGC", "")

@@ -4,7 +4,8 @@
 // A new goroutine starts on a small stack, and serving a connection (dialing, framing) grows
 // it: in the connection-rate profile the copies of growing stacks were 8 % of each gateway's
 // CPU. A worker that has served one connection serves the next on the stack it already has.
-// Idle workers end after a while, so a burst leaves nothing behind.
+// Idle workers end after a while, and past a number at once, so a burst leaves nothing
+// behind.
 package workers
 
 import (
@@ -19,13 +20,15 @@ type Pool struct {
 	stop    chan struct{}
 	stopped sync.Once
 	idleFor time.Duration
+	maxIdle int64
 	idle    atomic.Int64
 	wg      sync.WaitGroup
 }
 
-// New returns a pool whose workers end after idleFor without a task.
-func New(idleFor time.Duration) *Pool {
-	return &Pool{tasks: make(chan func()), stop: make(chan struct{}), idleFor: idleFor}
+// New returns a pool whose workers end after idleFor without a task; a worker that finds
+// maxIdle others idle ends at once.
+func New(idleFor time.Duration, maxIdle int) *Pool {
+	return &Pool{tasks: make(chan func()), stop: make(chan struct{}), idleFor: idleFor, maxIdle: int64(maxIdle)}
 }
 
 // Go runs task on an idle worker, or on a new one when none is idle. It never waits.
@@ -49,17 +52,32 @@ func (p *Pool) Close() {
 	p.wg.Wait()
 }
 
+// becomeIdle counts the caller idle, unless maxIdle workers already are.
+func (p *Pool) becomeIdle() bool {
+	for {
+		n := p.idle.Load()
+		if n >= p.maxIdle {
+			return false
+		}
+		if p.idle.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
 func (p *Pool) work(task func()) {
 	defer p.wg.Done()
 	var idle *time.Timer
 	for {
 		task()
+		if !p.becomeIdle() {
+			return
+		}
 		if idle == nil {
 			idle = time.NewTimer(p.idleFor)
 		} else {
 			idle.Reset(p.idleFor)
 		}
-		p.idle.Add(1)
 		select {
 		case task = <-p.tasks:
 			p.idle.Add(-1)

@@ -15,7 +15,7 @@ import (
 // between them.
 func TestWorkersAreReused(t *testing.T) {
 	leakcheck.Goroutines(t, 5*time.Second)
-	p := New(time.Minute)
+	p := New(time.Minute, 100)
 	defer p.Close()
 	ids := make(chan int64, 10)
 	for i := 0; i < 10; i++ {
@@ -35,7 +35,7 @@ func TestWorkersAreReused(t *testing.T) {
 // TestConcurrentTasksGetTheirOwnWorkers: Go never waits for a busy worker.
 func TestConcurrentTasksGetTheirOwnWorkers(t *testing.T) {
 	leakcheck.Goroutines(t, 5*time.Second)
-	p := New(time.Minute)
+	p := New(time.Minute, 100)
 	defer p.Close()
 	const n = 50
 	release := make(chan struct{})
@@ -52,7 +52,7 @@ func TestConcurrentTasksGetTheirOwnWorkers(t *testing.T) {
 // TestIdleWorkersEnd: a worker left without a task ends after the idle time.
 func TestIdleWorkersEnd(t *testing.T) {
 	leakcheck.Goroutines(t, 5*time.Second)
-	p := New(50 * time.Millisecond)
+	p := New(50*time.Millisecond, 100)
 	defer p.Close()
 	for i := 0; i < 5; i++ {
 		p.Go(func() { time.Sleep(10 * time.Millisecond) })
@@ -79,4 +79,26 @@ func goid() int64 {
 	s = bytes.TrimPrefix(s, []byte("goroutine "))
 	id, _ := strconv.ParseInt(string(s[:bytes.IndexByte(s, ' ')]), 10, 64)
 	return id
+}
+
+// TestIdleWorkersAreCapped: after a burst, no more than maxIdle workers wait.
+func TestIdleWorkersAreCapped(t *testing.T) {
+	leakcheck.Goroutines(t, 5*time.Second)
+	p := New(time.Minute, 3)
+	defer p.Close()
+	release := make(chan struct{})
+	var started, done sync.WaitGroup
+	started.Add(10)
+	done.Add(10)
+	for i := 0; i < 10; i++ {
+		p.Go(func() { started.Done(); <-release; done.Done() })
+	}
+	started.Wait()
+	close(release)
+	done.Wait()
+	waitIdle(t, p, 3)
+	time.Sleep(20 * time.Millisecond)
+	if n := p.Idle(); n != 3 {
+		t.Errorf("%d idle workers after a burst of 10, want the cap of 3", n)
+	}
 }
