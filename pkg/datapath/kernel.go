@@ -26,6 +26,8 @@ import (
 // bpf/skfwd.c moves each side's bytes to the other side's egress. Userspace then sees only end
 // of stream and errors. (Measured reasons: shared/sockmap-notes.md.)
 type Kernel struct {
+	closeOnce    sync.Once
+	closeErr     error
 	objs         *loader.Objects
 	guard        *openMaps // held by every use of objs, so Close never frees a map in use
 	log          *slog.Logger
@@ -110,13 +112,16 @@ func NewKernel(opts KernelOptions) (*Kernel, error) {
 }
 
 // Close stops the monitor and the backlog guard and releases the BPF objects. Connections
-// still on the kernel path are reset first.
+// still on the kernel path are reset first. Closing again returns the first Close's result.
 func (k *Kernel) Close() error {
-	close(k.countsStop)
-	k.mon.close()
-	k.events.Close()
-	<-k.guardDone
-	return k.guard.close(k.objs.Close)
+	k.closeOnce.Do(func() {
+		close(k.countsStop)
+		k.mon.close()
+		k.events.Close()
+		<-k.guardDone
+		k.closeErr = k.guard.close(k.objs.Close)
+	})
+	return k.closeErr
 }
 
 // openMaps keeps the BPF objects open while anything uses them: a scrape, a promotion or a

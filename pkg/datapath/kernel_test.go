@@ -41,7 +41,12 @@ func newKernelWith(t *testing.T, opts KernelOptions) *Kernel {
 				t.Errorf("%v holds %d entries after every connection ended", m, n)
 			}
 		}
-		k.Close()
+		if err := k.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		if err := k.Close(); err != nil { // a second Close is harmless
+			t.Errorf("second close: %v", err)
+		}
 	})
 	return k
 }
