@@ -9,24 +9,31 @@ import (
 	"github.com/skfwd/skfwd/pkg/tunnel"
 )
 
+var openReq = tunnel.Request{FlowID: 1, RoutingKey: "db", DestSite: "b", SourceSite: "a"}
+
+// linkedSessions is a link connection's two sessions: streams opened on the first arrive, in
+// order, on the channel; both close when the test ends.
+func linkedSessions(t *testing.T) (*mux.Session, <-chan *mux.Stream) {
+	dc, ac := tcpPair(t)
+	accepted := make(chan *mux.Stream, 2)
+	ds, as := sessionPair(t, dc, ac, func(st *mux.Stream) { accepted <- st })
+	t.Cleanup(func() { ds.Close(nil); as.Close(nil) })
+	return ds, accepted
+}
+
 // An opening connection refused by its first target goes to the next with every byte the
 // client sent: the kept bytes replay in the second open, the rest follows on the stream, and
 // the far end receives the client's transfer whole and in order, checksummed. Before the
 // refusal no more than the limit is kept.
 func TestOpeningRefusedReplaysEveryByte(t *testing.T) {
 	checkGoroutines(t)
-	dc, ac := tcpPair(t)
-	accepted := make(chan *mux.Stream, 2)
-	ds, as := sessionPair(t, dc, ac, func(st *mux.Stream) { accepted <- st })
-	defer func() { ds.Close(nil); as.Close(nil) }()
+	ds, accepted := linkedSessions(t)
 	a, A := tcpPair(t)
 	b, B := tcpPair(t)
 	const limit = 16 << 10
 	up := goSend(A, 1, 4<<20)
-	req := tunnel.Request{FlowID: 1, RoutingKey: "db", DestSite: "b", SourceSite: "a"}
-
 	var kept []byte
-	st1, err := ds.Open(req, nil)
+	st1, err := ds.Open(openReq, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +56,7 @@ func TestOpeningRefusedReplaysEveryByte(t *testing.T) {
 		t.Fatalf("%d bytes kept, want 1..%d", len(kept), limit)
 	}
 
-	st2, err := ds.Open(req, kept)
+	st2, err := ds.Open(openReq, kept)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,12 +88,9 @@ func TestOpeningRefusedReplaysEveryByte(t *testing.T) {
 // it, and the stream is reset, so the far end does not serve a connection nobody holds.
 func TestOpeningClientResetBeforeCommit(t *testing.T) {
 	checkGoroutines(t)
-	dc, ac := tcpPair(t)
-	accepted := make(chan *mux.Stream, 1)
-	ds, as := sessionPair(t, dc, ac, func(st *mux.Stream) { accepted <- st })
-	defer func() { ds.Close(nil); as.Close(nil) }()
+	ds, accepted := linkedSessions(t)
 	a, A := tcpPair(t)
-	st, err := ds.Open(tunnel.Request{FlowID: 1, RoutingKey: "db", DestSite: "b", SourceSite: "a"}, nil)
+	st, err := ds.Open(openReq, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
